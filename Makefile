@@ -1,0 +1,50 @@
+# fpgaflow: every entry point. `make demo` and `make test` install first when needed.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export PYTHONUNBUFFERED := 1
+
+.PHONY: help install demo test test-fast proto generate lint bench clean
+
+help:
+	@echo "make demo      run examples/jet-tagger.yaml end to end on this machine"
+	@echo "make test      the whole test suite"
+	@echo "make install   a virtual environment in $(VENV) with everything (idempotent)"
+	@echo "make proto     gRPC stubs from protos/   make generate   CRD and JSON schema from the spec"
+	@echo "make lint      ruff                      make bench      serving benchmark, printed"
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet --progress-bar off -e ".[dev]"
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+demo: install
+	$(BIN)/fpgaflow run examples/jet-tagger.yaml
+
+test: install
+	$(BIN)/python -m pytest
+
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow"
+
+proto: install
+	$(BIN)/python protos/generate.py
+
+generate: install
+	$(BIN)/fpgaflow schema
+
+lint: install
+	$(BIN)/ruff check fpgaflow services tests protos
+
+bench: install
+	$(BIN)/fpgaflow run examples/bench-serving.yaml --home .cache/bench --replace
+
+clean:
+	rm -rf .cache .pytest_cache build *.egg-info

@@ -1,0 +1,3 @@
+from fpgaflow.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,226 @@
+"""The `fpgaflow` command. Each subcommand translates its arguments and calls one function;
+fpgaflow's errors become an exit code and one line here, and nowhere else."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from fpgaflow import __version__
+from fpgaflow.errors import FpgaflowError
+
+DEFAULT_HOME = "fpgaflow-runs"
+
+
+def _home(args) -> Path:
+    return Path(args.home or os.environ.get("FPGAFLOW_HOME") or DEFAULT_HOME)
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+# ------------------------------------------------------------------------------------------ commands
+
+
+def cmd_validate(args) -> int:
+    from fpgaflow.plan import plan_trials
+    from fpgaflow.spec import load_experiment
+
+    for path in args.files:
+        experiment = load_experiment(path)
+        trials = plan_trials(experiment.spec)
+        print(f"{path}: valid Experiment {experiment.name!r}, {len(trials)} trial{'s' * (len(trials) != 1)}")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from fpgaflow.report import print_report
+    from fpgaflow.runner import LocalRunner, RunSettings
+    from fpgaflow.spec import load_experiment
+
+    path = Path(args.manifest)
+    experiment = load_experiment(path)
+    console = _console()
+    settings = RunSettings(home=_home(args), replace=args.replace)
+    with Progress(SpinnerColumn(), TextColumn("{task.fields[trial]}"), TextColumn("{task.description}"),
+                  TimeElapsedColumn(), console=console, transient=False) as progress:
+        tasks: dict[str, int] = {}
+
+        def update(trial: str, what: str) -> None:
+            if trial in tasks:
+                progress.update(tasks[trial], description=what)
+
+        runner = LocalRunner(experiment, path, settings, progress=update)
+        console.print(f"experiment [bold]{experiment.name}[/bold]: {len(runner.trials)} trial(s), results in {runner.folder}")
+        for trial in runner.trials:
+            tasks[trial.name] = progress.add_task("queued", trial=trial.name)
+        summaries = runner.run()
+    print_report(console, experiment.name, summaries, runner.folder / "report.md")
+    return 0 if all(s["phase"] == "Succeeded" for s in summaries) else 1
+
+
+def _stage_command(stage: str):
+    def command(args) -> int:
+        from fpgaflow.trial import run_stage
+
+        if stage == "train":
+            from fpgaflow.trainer.train import run
+        elif stage == "convert":
+            from fpgaflow.converter.convert import run
+        else:
+            from fpgaflow.inference.bench import run
+        return run_stage(stage, args.trial_dir, run, force=args.force)
+
+    return command
+
+
+def cmd_serve(args) -> int:
+    from fpgaflow.trial import TrialDir, record_failure
+
+    trial = TrialDir(Path(args.trial_dir))
+    out = trial.stage_dir("serve") / args.target
+    try:
+        from fpgaflow.inference.server import ServerSettings, run
+
+        settings = ServerSettings(host=args.host, port=args.port, metrics_port=args.metrics_port, workers=args.workers)
+        return run(trial, args.target, settings)
+    except FpgaflowError as exc:
+        return record_failure(f"serve {args.target}", out, exc.reason, str(exc), exc.exit_code)
+
+
+def cmd_list(args) -> int:
+    import time
+
+    from rich.table import Table
+
+    from fpgaflow.store import RunStore
+
+    table = Table(title=f"experiments in {_home(args)}", title_justify="left")
+    for column in ("name", "phase", "trials", "succeeded", "best emulated accuracy", "git commit", "updated"):
+        table.add_column(column)
+    for e in RunStore(_home(args)).experiments():
+        best = f"{e['best_emulated']:.4f}" if e["best_emulated"] is not None else "—"
+        commit = (e["git_commit"] or "—")[:10] + ("+dirty" if e["git_dirty"] else "")
+        table.add_row(e["name"], e["phase"], str(e["trials"]), str(e["succeeded"] or 0), best, commit,
+                      time.strftime("%Y-%m-%d %H:%M", time.localtime(e["updated"])))
+    _console().print(table)
+    return 0
+
+
+def cmd_show(args) -> int:
+    from fpgaflow.report import print_report, trial_summary
+    from fpgaflow.store import RunStore
+    from fpgaflow.trial import TrialDir
+
+    store = RunStore(_home(args))
+    record = store.experiment(args.name)
+    if record is None:
+        raise FpgaflowError(f"no experiment named {args.name!r} in {store.home}", reason="NotFound")
+    folder = Path(record["folder"])
+    summaries = [trial_summary(TrialDir(folder / t["name"])) for t in record["trials"]]
+    if args.json:
+        print(json.dumps({**record, "trials": summaries}, indent=1, default=str))
+        return 0
+    console = _console()
+    console.print(f"[bold]{record['name']}[/bold]: {record['phase']}, git {record['git_commit'] or '—'}, folder {folder}")
+    print_report(console, record["name"], summaries, folder / "report.md")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from fpgaflow.store import RunStore
+
+    text = RunStore(_home(args)).export_csv()
+    if args.output:
+        Path(args.output).write_text(text)
+        print(f"wrote {args.output}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_schema(args) -> int:
+    from fpgaflow.schema import write_generated
+
+    for path in write_generated(Path(args.root)):
+        print(f"wrote {path}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fpgaflow", description=__doc__.split("\n")[0] if __doc__ else None)
+    parser.add_argument("--version", action="version", version=f"fpgaflow {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def home(p):
+        p.add_argument("--home", help=f"run store folder (default: $FPGAFLOW_HOME or ./{DEFAULT_HOME})")
+
+    p = sub.add_parser("validate", help="check Experiment manifests")
+    p.add_argument("files", nargs="+")
+    p.set_defaults(fn=cmd_validate)
+
+    p = sub.add_parser("run", help="run an Experiment manifest on this machine, end to end")
+    p.add_argument("manifest")
+    p.add_argument("--replace", action="store_true", help="discard earlier results of this experiment when its spec changed")
+    home(p)
+    p.set_defaults(fn=cmd_run)
+
+    for stage, text in (("train", "train the model of a trial"), ("convert", "convert a trained model with hls4ml"),
+                        ("bench", "benchmark a trial's running servers")):
+        p = sub.add_parser(stage, help=text)
+        p.add_argument("--trial-dir", required=True)
+        p.add_argument("--force", action="store_true", help="redo the stage even when it finished before")
+        p.set_defaults(fn=_stage_command(stage))
+
+    p = sub.add_parser("serve", help="serve a trial's model over gRPC (TF Serving API) with Prometheus metrics")
+    p.add_argument("--trial-dir", required=True)
+    p.add_argument("--target", required=True, choices=["cpu", "gpu", "fpga"])
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8500)
+    p.add_argument("--metrics-port", type=int, default=8000)
+    p.add_argument("--workers", type=int, default=16)
+    p.set_defaults(fn=cmd_serve)
+
+    p = sub.add_parser("list", help="experiments in the run store")
+    home(p)
+    p.set_defaults(fn=cmd_list)
+
+    p = sub.add_parser("show", help="one experiment's trials and results")
+    p.add_argument("name")
+    p.add_argument("--json", action="store_true")
+    home(p)
+    p.set_defaults(fn=cmd_show)
+
+    p = sub.add_parser("export", help="every trial of every experiment as CSV")
+    p.add_argument("--csv", action="store_true", help="CSV format (the only one for now)")
+    p.add_argument("-o", "--output")
+    home(p)
+    p.set_defaults(fn=cmd_export)
+
+    p = sub.add_parser("schema", help="regenerate the CRD and JSON schema from the spec model")
+    p.add_argument("--root", default=".", help="repository root")
+    p.set_defaults(fn=cmd_schema)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except FpgaflowError as exc:
+        print(f"fpgaflow {args.command}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"fpgaflow {args.command}: interrupted; every process it started was stopped", file=sys.stderr)
+        return 130

@@ -1,0 +1,77 @@
+"""The one exception hierarchy of fpgaflow.
+
+Each boundary maps it once: the CLI to an exit code and a one-line message, the gRPC servers to a
+status code (``fpgaflow.inference.interceptor``), the stage wrapper to ``error.json``.
+"""
+
+from __future__ import annotations
+
+
+class FpgaflowError(Exception):
+    """Base of every error fpgaflow raises on purpose. ``reason`` is a short CamelCase word."""
+
+    reason = "Error"
+    exit_code = 1
+
+    def __init__(self, message: str = "", *, reason: str | None = None):
+        super().__init__(message)
+        if reason is not None:
+            self.reason = reason
+
+    def to_dict(self) -> dict:
+        return {"reason": self.reason, "message": str(self)}
+
+
+class SpecError(FpgaflowError):
+    """A manifest or spec that is wrong; ``problems`` lists (field path, message) pairs."""
+
+    reason = "InvalidSpec"
+    exit_code = 2
+
+    def __init__(self, problems: list[tuple[str, str]], source: str = "manifest"):
+        self.problems = problems
+        self.source = source
+        lines = [f"{field}: {message}" if field else message for field, message in problems]
+        super().__init__(f"{source} is invalid: " + "; ".join(lines))
+
+
+class StageError(FpgaflowError):
+    """A stage could not do its work (missing input, failed tool)."""
+
+    reason = "StageFailed"
+
+
+class MissingArtifact(StageError):
+    reason = "MissingArtifact"
+
+
+class FidelityError(StageError):
+    """The converted model does not compute what the float model computes."""
+
+    reason = "FidelityCheckFailed"
+
+
+class TargetUnavailable(FpgaflowError):
+    """A serving target cannot run here (no GPU, say). Never faked with another device."""
+
+    reason = "Unavailable"
+    exit_code = 3
+
+
+class StaleResult(FpgaflowError):
+    """A finished result would be overwritten by a different spec."""
+
+    reason = "ResultExists"
+    exit_code = 2
+
+
+class RequestError(FpgaflowError):
+    """A bad inference request (mapped to INVALID_ARGUMENT)."""
+
+    reason = "InvalidArgument"
+
+
+class ModelNotFound(FpgaflowError):
+    """An inference request for a model this server does not serve (mapped to NOT_FOUND)."""
+
+    reason = "NotFound"

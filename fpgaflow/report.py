@@ -1,0 +1,130 @@
+"""Reports: a trial folder read into a summary, summaries into markdown and terminal tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fpgaflow.trial import STAGES, TrialDir
+
+TARGET_NOTES = {
+    "cpu": "TensorFlow on the CPU",
+    "gpu": "TensorFlow on the GPU",
+    "fpga": "hls4ml C simulation (bit-exact); wall time of the emulation, not device latency",
+}
+
+
+def trial_summary(trial: TrialDir) -> dict:
+    """What a trial folder says about itself: phase, failing stage and reason, accuracies, benchmark."""
+    meta = trial.meta()
+    summary: dict = {"name": trial.root.name, "parameters": meta.get("parameters", {}), "phase": "Pending", "stage": None}
+    for stage in STAGES:
+        error = trial.error(stage) if stage != "serve" else None
+        if error:
+            summary.update(phase="Failed", stage=stage, reason=error["reason"], message=error["message"])
+            break
+        if stage != "serve" and not trial.done(stage):
+            summary["stage"] = stage
+            break
+    else:
+        summary.update(phase="Succeeded", stage=None)
+    train, convert, bench = trial.result("train"), trial.result("convert"), trial.result("bench")
+    fidelity = (convert or {}).get("fidelity", {})
+    summary["accuracy"] = {
+        "float": (train or {}).get("accuracy"),
+        "fixed": None,  # a quantization-aware model's own accuracy, when the spec trains one
+        "emulated": fidelity.get("accuracy_emulated"),
+    }
+    summary["argmax_agreement"] = fidelity.get("argmax_agreement")
+    summary["fidelity"] = fidelity or None
+    summary["dataset"] = (train or {}).get("dataset")
+    summary["benchmark"] = bench
+    return summary
+
+
+def _fmt(value, digits: int = 4) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def accuracy_rows(summaries: list[dict]) -> list[list[str]]:
+    rows = []
+    for s in summaries:
+        params = ", ".join(f"{k}={v}" for k, v in s["parameters"].items()) or "—"
+        acc = s["accuracy"]
+        served = {t: v.get("accuracy_served") for t, v in ((s.get("benchmark") or {}).get("targets") or {}).items()}
+        rows.append([
+            s["name"], params, s["phase"] + (f" ({s.get('reason')})" if s.get("reason") else ""),
+            _fmt(acc["float"]), _fmt(acc["fixed"]), _fmt(acc["emulated"]), _fmt(s["argmax_agreement"]),
+            ", ".join(f"{t} {_fmt(v)}" for t, v in served.items() if v is not None) or "—",
+        ])
+    return rows
+
+
+ACCURACY_HEADER = ["trial", "parameters", "phase", "float", "fixed (QAT)", "emulated", "argmax agreement", "served (via gRPC)"]
+LATENCY_HEADER = ["trial", "target", "note", "clients", "p50 [ms]", "p99 [ms]", "mean [ms]", "throughput [req/s]", "errors"]
+
+
+def latency_rows(summaries: list[dict]) -> list[list[str]]:
+    rows = []
+    for s in summaries:
+        bench = s.get("benchmark") or {}
+        for target, info in (bench.get("targets") or {}).items():
+            if info["status"] != "ready":
+                rows.append([s["name"], target, f"{info['status']}: {info.get('reason', '')}", "—", "—", "—", "—", "—", "—"])
+                continue
+            for run in (r for r in bench.get("runs", []) if r["target"] == target):
+                errors = sum(run["errors"].values())
+                rows.append([
+                    s["name"], target, TARGET_NOTES.get(target, ""), str(run["concurrency"]), _fmt(run.get("p50_ms"), 3),
+                    _fmt(run.get("p99_ms"), 3), _fmt(run.get("mean_ms"), 3), _fmt(run["throughput_rps"], 1), str(errors),
+                ])
+    return rows
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def markdown(name: str, summaries: list[dict], facts: dict) -> str:
+    synthetic = any((s.get("dataset") or {}).get("synthetic") for s in summaries)
+    parts = [f"# Experiment `{name}`", ""]
+    parts += [f"- {k}: {v}" for k, v in facts.items()]
+    if synthetic:
+        parts.append("- data: **synthetic jets** (fpgaflow's generator with the hls4ml LHC jet features), not the real data set")
+    parts += ["", "## Accuracy", "", _md_table(ACCURACY_HEADER, accuracy_rows(summaries)), ""]
+    parts += ["## Latency and throughput (SONIC-style: N clients, each sending requests one after another)", ""]
+    parts += [_md_table(LATENCY_HEADER, latency_rows(summaries)), ""]
+    for s in summaries:
+        if s["phase"] == "Failed":
+            parts.append(f"- **{s['name']} failed** in `{s['stage']}` ({s['reason']}): {s['message']}")
+    plots = [f"![{s['name']} {p}]({s['name']}/{d}/{p}.png)" for s in summaries
+             for d, p in (("train", "training"), ("bench", "latency"), ("bench", "throughput"))]
+    parts += ["", "## Plots", "", *plots, ""]
+    return "\n".join(parts)
+
+
+def print_report(console, name: str, summaries: list[dict], report_path: Path | None = None) -> None:
+    from rich.table import Table
+
+    for title, header, rows in (
+        (f"{name}: accuracy on the test set", ACCURACY_HEADER, accuracy_rows(summaries)),
+        (f"{name}: latency and throughput per target", LATENCY_HEADER, latency_rows(summaries)),
+    ):
+        table = Table(title=title, title_justify="left")
+        for column in header:
+            table.add_column(column, overflow="fold")
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
+    if any((s.get("dataset") or {}).get("synthetic") for s in summaries):
+        console.print("[yellow]data: synthetic jets (not the real hls4ml LHC jet data set)[/yellow]")
+    for s in summaries:
+        if s["phase"] == "Failed":
+            console.print(f"[red]{s['name']} failed in {s['stage']} ({s['reason']}): {s['message']}[/red]")
+    if report_path:
+        console.print(f"report: {report_path}")

@@ -1,0 +1,276 @@
+"""The local runner: one manifest, its trials, each stage a subprocess, servers on loopback ports.
+
+The stages are the same commands the cluster runs (``fpgaflow <stage> --trial-dir D``); only who
+starts them differs. Every child process is tracked and stopped on exit, Ctrl-C included.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+
+from fpgaflow.errors import FpgaflowError, StageError, StaleResult
+from fpgaflow.plan import Trial, plan_trials
+from fpgaflow.report import markdown, trial_summary
+from fpgaflow.spec import Experiment, spec_hash
+from fpgaflow.store import RunStore
+from fpgaflow.trial import TrialDir, read_json, write_json
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    home: Path
+    host: str = "127.0.0.1"
+    server_start_timeout: float = 300.0
+    python: str = sys.executable
+    replace: bool = False
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def git_info(folder: Path) -> dict:
+    """The git commit of the manifest's folder, and whether the tree has uncommitted changes."""
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if commit is None:
+        return {"commit": None}
+    return {"commit": commit, "dirty": bool(git("status", "--porcelain")), "branch": git("rev-parse", "--abbrev-ref", "HEAD")}
+
+
+class Processes:
+    """Every child the runner started, so that all of them can be stopped, whatever happens."""
+
+    def __init__(self):
+        self._procs: list[subprocess.Popen] = []
+        self._lock = threading.Lock()
+        self.cancelled = threading.Event()
+
+    def start(self, cmd: list[str], log: Path) -> subprocess.Popen:
+        if self.cancelled.is_set():
+            raise StageError("the run was cancelled")
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("ab") as fh:
+            env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+            proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+        with self._lock:
+            self._procs.append(proc)
+        return proc
+
+    @staticmethod
+    def stop(proc: subprocess.Popen, grace: float = 15.0) -> None:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def stop_all(self) -> None:
+        self.cancelled.set()
+        with self._lock:
+            procs = list(self._procs)
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            self.stop(proc, grace=10.0)
+
+
+ProgressFn = Callable[[str, str], None]  # (trial name, what it is doing now)
+
+
+class LocalRunner:
+    def __init__(self, experiment: Experiment, manifest_path: Path, settings: RunSettings, progress: ProgressFn | None = None):
+        self.experiment = experiment
+        self.manifest_path = manifest_path
+        self.settings = settings
+        self.store = RunStore(settings.home)
+        self.folder = self.store.experiment_dir(experiment.name)
+        self.trials: list[Trial] = plan_trials(experiment.spec)
+        self.procs = Processes()
+        self.progress = progress or (lambda trial, what: None)
+        self._bench_lock = threading.Lock()  # one benchmark at a time: they must not share the cores
+
+    # ---------------------------------------------------------------- preparation
+    def prepare(self) -> None:
+        """Create or reopen the experiment's folder. The same spec resumes; a different one is refused."""
+        digest = spec_hash(self.experiment.spec)
+        meta_path = self.folder / "experiment.json"
+        if meta_path.exists():
+            old = read_json(meta_path)
+            if old["spec_hash"] != digest:
+                if not self.settings.replace:
+                    raise StaleResult(
+                        f"experiment {self.experiment.name!r} already ran with a different spec in {self.folder}; "
+                        "rename it (metadata.name) or pass --replace to discard the old results"
+                    )
+                shutil.rmtree(self.folder)
+        manifest = self.experiment.model_dump(mode="json", by_alias=True, exclude={"status"})
+        git = git_info(self.manifest_path.resolve().parent)
+        write_json(meta_path, {"name": self.experiment.name, "spec_hash": digest, "manifest": manifest,
+                               "manifest_path": str(self.manifest_path.resolve()), "git": git})
+        self.store.upsert_experiment(self.experiment.name, digest, manifest, git, "Running")
+        for trial in self.trials:
+            TrialDir.create(self.folder / trial.name, self.experiment.name, trial.name, trial.parameters, trial.spec)
+            self.store.update_trial(self.experiment.name, trial.name, trial.parameters, phase="Pending")
+
+    # ---------------------------------------------------------------- stages
+    def _stage(self, td: TrialDir, stage: str) -> None:
+        if td.done(stage):
+            return
+        log = td.stage_dir(stage) / "log.txt"
+        proc = self.procs.start([self.settings.python, "-m", "fpgaflow", stage, "--trial-dir", str(td.root)], log)
+        while proc.poll() is None:
+            self.progress(td.root.name, _describe(td, stage))
+            time.sleep(0.5)
+        if proc.returncode != 0:
+            error = td.error(stage) or {"reason": "StageFailed", "message": f"{stage} exited with {proc.returncode}; see {log}"}
+            raise StageError(error["message"], reason=error["reason"])
+
+    def _start_server(self, td: TrialDir, target: str) -> tuple[subprocess.Popen | None, dict]:
+        port, metrics_port = free_port(self.settings.host), free_port(self.settings.host)
+        out = td.stage_dir("serve") / target
+        (out / "error.json").unlink(missing_ok=True)
+        (out / "server.json").unlink(missing_ok=True)
+        cmd = [self.settings.python, "-m", "fpgaflow", "serve", "--trial-dir", str(td.root), "--target", target,
+               "--host", self.settings.host, "--port", str(port), "--metrics-port", str(metrics_port)]
+        return self.procs.start(cmd, out / "log.txt"), {"address": f"{self.settings.host}:{port}",
+                                                         "metrics": f"http://{self.settings.host}:{metrics_port}/metrics"}
+
+    def _await_server(self, td: TrialDir, target: str, proc: subprocess.Popen, endpoint: dict) -> dict:
+        out = td.stage_dir("serve") / target
+        deadline = time.monotonic() + self.settings.server_start_timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                error = td.error(f"serve/{target}") or {"reason": "Failed", "message": f"server exited with {proc.returncode}; see {out / 'log.txt'}"}
+                status = "unavailable" if error["reason"] == "Unavailable" else "failed"
+                return {"status": status, "reason": error["message"]}
+            if health_ok(endpoint["address"]):
+                info = json.loads((out / "server.json").read_text()) if (out / "server.json").exists() else {}
+                return {"status": "ready", **endpoint, "backend": info.get("backend", "")}
+            self.progress(td.root.name, f"serve: starting {target}")
+            time.sleep(0.5)
+        return {"status": "failed", "reason": f"not ready within {self.settings.server_start_timeout:.0f} s; see {out / 'log.txt'}"}
+
+    def _serve_and_bench(self, td: TrialDir, trial: Trial) -> None:
+        if td.done("bench"):
+            return
+        self.progress(td.root.name, "waiting for the benchmark slot")
+        with self._bench_lock:
+            started = [(t, *self._start_server(td, t)) for t in trial.spec.serve.targets]
+            try:
+                endpoints = {t: self._await_server(td, t, proc, ep) for t, proc, ep in started}
+                write_json(td.stage_dir("serve") / "endpoints.json", endpoints)
+                if not any(e["status"] == "ready" for e in endpoints.values()):
+                    reasons = "; ".join(f"{t}: {e['reason']}" for t, e in endpoints.items())
+                    raise StageError(f"no serving target came up ({reasons})", reason="ServeFailed")
+                self._stage(td, "bench")
+            finally:
+                for _, proc, _ in started:
+                    Processes.stop(proc)
+
+    def run_trial(self, trial: Trial) -> dict:
+        td = TrialDir(self.folder / trial.name)
+        store = self.store
+        try:
+            for stage in ("train", "convert"):
+                store.update_trial(self.experiment.name, trial.name, trial.parameters, phase="Running", stage=stage)
+                self._stage(td, stage)
+            store.update_trial(self.experiment.name, trial.name, trial.parameters, phase="Running", stage="serve")
+            self._serve_and_bench(td, trial)
+        except StageError as exc:
+            reason = exc.reason
+            summary = trial_summary(td)
+            store.update_trial(self.experiment.name, trial.name, trial.parameters, phase="Failed",
+                               stage=summary.get("stage") or "serve", reason=reason, message=str(exc))
+            self.progress(trial.name, f"failed: {exc}")
+            return summary | {"phase": "Failed", "reason": reason, "message": str(exc)}
+        summary = trial_summary(td)
+        store.update_trial(
+            self.experiment.name, trial.name, trial.parameters, phase="Succeeded", stage=None, reason=None, message=None,
+            accuracy_float=summary["accuracy"]["float"], accuracy_emulated=summary["accuracy"]["emulated"],
+            argmax_agreement=summary["argmax_agreement"],
+            results={"benchmark": summary["benchmark"], "fidelity": summary["fidelity"]},
+        )
+        self.progress(trial.name, "done")
+        return summary
+
+    # ---------------------------------------------------------------- the whole experiment
+    def run(self) -> list[dict]:
+        self.prepare()
+        parallel = self.experiment.spec.sweep.parallel_trials if self.experiment.spec.sweep else 1
+        pool = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="trial")
+        futures = [pool.submit(self.run_trial, t) for t in self.trials]
+        try:
+            while True:
+                done, pending = wait(futures, timeout=0.5, return_when=FIRST_EXCEPTION)
+                if not pending or any(f.exception() for f in done):
+                    break
+        except KeyboardInterrupt:
+            self.procs.stop_all()
+            pool.shutdown(wait=True, cancel_futures=True)
+            self.store.set_experiment_phase(self.experiment.name, "Failed", "Interrupted")
+            raise
+        finally:
+            self.procs.stop_all()
+        pool.shutdown(wait=True)
+        summaries = [f.result() for f in futures]
+        phase = "Succeeded" if all(s["phase"] == "Succeeded" for s in summaries) else "Failed"
+        self.store.set_experiment_phase(self.experiment.name, phase, None if phase == "Succeeded" else "TrialFailed")
+        self.write_report(summaries)
+        return summaries
+
+    def write_report(self, summaries: list[dict]) -> Path:
+        facts = {"manifest": str(self.manifest_path), "folder": str(self.folder),
+                 "git commit": (read_json(self.folder / "experiment.json")["git"].get("commit") or "not in git")}
+        path = self.folder / "report.md"
+        path.write_text(markdown(self.experiment.name, summaries, facts))
+        return path
+
+
+def _describe(td: TrialDir, stage: str) -> str:
+    if stage == "train":
+        path = td.stage_dir("train") / "history.json"
+        try:
+            history = json.loads(path.read_text())
+            last = history["epochs"][-1]
+            return f"train: epoch {last['epoch']}/{history['total_epochs']}, val. accuracy {last.get('val_accuracy', 0):.3f}"
+        except (OSError, ValueError, KeyError, IndexError):
+            return "train: loading data and building the model"
+    return {"convert": "convert: hls4ml conversion, compile and fidelity check", "bench": "bench: load generator running"}.get(stage, stage)
+
+
+def health_ok(address: str, timeout: float = 1.0) -> bool:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    try:
+        with grpc.insecure_channel(address) as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
+        return reply.status == health_pb2.HealthCheckResponse.SERVING
+    except grpc.RpcError:
+        return False
+

@@ -1,0 +1,131 @@
+"""The trial folder: the one contract between stages, the local runner and the operator.
+
+```
+<trial>/spec.json            resolved spec of this trial, with the experiment's name
+<trial>/<stage>/result.json  written last by a stage that finished: its presence means done
+<trial>/<stage>/error.json   written by a stage that failed: reason and one-line message
+<trial>/<stage>/log.txt      what the stage printed (written by whoever started it)
+```
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fpgaflow.errors import FpgaflowError, MissingArtifact, StageError, StaleResult
+from fpgaflow.spec import ExperimentSpec
+
+STAGES = ("train", "convert", "serve", "bench")
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write atomically: readers never see half a file, a crash never leaves one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh, indent=2, sort_keys=False, default=_jsonable)
+        fh.write("\n")
+    os.replace(tmp, path)
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise MissingArtifact(f"{path} is missing; has the stage that writes it run?") from None
+
+
+@dataclass(frozen=True)
+class TrialDir:
+    root: Path
+
+    @classmethod
+    def create(cls, root: Path, experiment: str, trial: str, parameters: dict, spec: ExperimentSpec) -> TrialDir:
+        """Write spec.json for a new trial, or check that an existing one holds the same spec."""
+        td = cls(Path(root))
+        doc = {"experiment": experiment, "trial": trial, "parameters": parameters, "spec": spec.model_dump(mode="json", by_alias=True)}
+        if td.spec_path.exists():
+            if read_json(td.spec_path)["spec"] != doc["spec"]:
+                raise StaleResult(f"{td.root} holds trial {trial} with a different spec; use another experiment name or --replace")
+            return td
+        write_json(td.spec_path, doc)
+        return td
+
+    @property
+    def spec_path(self) -> Path:
+        return self.root / "spec.json"
+
+    def meta(self) -> dict:
+        return read_json(self.spec_path)
+
+    def spec(self) -> ExperimentSpec:
+        return ExperimentSpec.model_validate(self.meta()["spec"])
+
+    @property
+    def experiment(self) -> str:
+        return self.meta()["experiment"]
+
+    def stage_dir(self, stage: str) -> Path:
+        return self.root / stage
+
+    def result(self, stage: str) -> dict | None:
+        path = self.stage_dir(stage) / "result.json"
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def error(self, stage: str) -> dict | None:
+        path = self.stage_dir(stage) / "error.json"
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def done(self, stage: str) -> bool:
+        return (self.stage_dir(stage) / "result.json").exists()
+
+
+def run_stage(stage: str, trial_dir: str | Path, work: Callable[[TrialDir, Path], dict], force: bool = False) -> int:
+    """Run one stage's work on a trial folder with the stage contract around it.
+
+    ``work(trial, outdir)`` does the stage and returns its result summary. A finished stage is skipped
+    (its result is never silently overwritten); a failure writes error.json and prints one line.
+    Returns the process exit code.
+    """
+    trial = TrialDir(Path(trial_dir))
+    out = trial.stage_dir(stage)
+    if trial.done(stage) and not force:
+        print(f"{stage}: already done in {out}, skipped (pass --force to redo it)")
+        return 0
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "error.json").unlink(missing_ok=True)
+    (out / "result.json").unlink(missing_ok=True)
+    try:
+        if not trial.spec_path.exists():
+            raise MissingArtifact(f"{trial.spec_path} is missing: not a trial folder")
+        result = work(trial, out)
+    except FpgaflowError as exc:
+        return record_failure(stage, out, exc.reason, str(exc), exc.exit_code)
+    except Exception as exc:  # an unexpected failure still ends as one line and an error.json
+        traceback.print_exc(file=sys.stderr)
+        return record_failure(stage, out, StageError.reason, f"{type(exc).__name__}: {exc}", 1)
+    write_json(out / "result.json", result)
+    return 0
+
+
+def record_failure(stage: str, out: Path, reason: str, message: str, code: int) -> int:
+    """Write error.json and print the one line that says why; returns the exit code."""
+    write_json(out / "error.json", {"stage": stage, "reason": reason, "message": message})
+    print(f"{stage} failed ({reason}): {message}", file=sys.stderr, flush=True)
+    return code

@@ -1,0 +1,171 @@
+"""The `convert` stage: hls4ml conversion with the spec's settings, compile, and a fidelity check."""
+
+from __future__ import annotations
+
+import copy
+import shutil
+import tarfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from fpgaflow.converter.emulator import load_emulator, write_manifest
+from fpgaflow.errors import FidelityError, MissingArtifact
+from fpgaflow.preprocess import Scaler
+from fpgaflow.spec import HLSSpec
+from fpgaflow.trial import TrialDir, write_json
+
+PROJECT = "myproject"
+FIDELITY_SAMPLES = 50_000  # hls4ml's emulation runs a few thousand samples per second
+
+
+def apply_hls_spec(base: dict, hls: HLSSpec) -> dict:
+    """hls4ml's per-layer configuration (``granularity='name'``) with the spec applied.
+
+    hls4ml 1.3 leaves most types 'auto'; with Keras 3 that gives the softmax an input type so wide
+    that its exp table sees one value and every output is the same. The spec's precision therefore
+    replaces every 'auto' (what hls4ml's model-granularity default did), then per-layer overrides apply.
+    """
+    cfg = copy.deepcopy(base)
+    model = cfg.setdefault("Model", {})
+    model["Precision"] = {"default": hls.precision}
+    model["ReuseFactor"] = hls.reuse_factor
+    model["Strategy"] = hls.strategy
+    for name, layer in cfg.get("LayerName", {}).items():
+        precision = layer.get("Precision")
+        if isinstance(precision, dict):
+            for key, value in precision.items():
+                if value == "auto":
+                    precision[key] = hls.precision
+        elif precision == "auto":
+            layer["Precision"] = hls.precision
+        if "ReuseFactor" in layer:
+            layer["ReuseFactor"] = hls.reuse_factor
+        override = hls.layers.get(name)
+        if override is None:
+            continue
+        if override.precision is not None:
+            if not isinstance(layer.get("Precision"), dict):
+                layer["Precision"] = {"result": layer.get("Precision", hls.precision)}
+            layer["Precision"].update(override.precision.model_dump(exclude_none=True))
+        if override.reuse_factor is not None:
+            layer["ReuseFactor"] = override.reuse_factor
+        if override.strategy is not None:
+            layer["Strategy"] = override.strategy
+    return cfg
+
+
+def fidelity(reference: np.ndarray, emulated: np.ndarray, labels: np.ndarray) -> dict:
+    """Float model against emulation on the same inputs: accuracies, argmax agreement, largest error."""
+    ref_class, emu_class = reference.argmax(axis=1), emulated.argmax(axis=1)
+    return {
+        "samples": len(labels),
+        "accuracy_float": float((ref_class == labels).mean()),
+        "accuracy_emulated": float((emu_class == labels).mean()),
+        "argmax_agreement": float((ref_class == emu_class).mean()),
+        "max_abs_error": float(np.abs(reference - emulated).max()),
+        "mean_abs_error": float(np.abs(reference - emulated).mean()),
+        "emulated_output_spread": float(np.ptp(emulated, axis=0).max()),
+    }
+
+
+def _check(report: dict, hls: HLSSpec) -> None:
+    if report["emulated_output_spread"] == 0.0:
+        raise FidelityError(
+            "the emulation returns the same output for every input (a constant softmax); "
+            "check the softmax and output layer types in hls.layers"
+        )
+    if report["argmax_agreement"] < hls.min_agreement:
+        raise FidelityError(
+            f"the emulation agrees with the float model on {report['argmax_agreement']:.2%} of the test set, "
+            f"below hls.minAgreement {hls.min_agreement:.2%} (float accuracy {report['accuracy_float']:.4f}, "
+            f"emulated {report['accuracy_emulated']:.4f}); widen hls.precision or the failing layers' types"
+        )
+
+
+def run(trial: TrialDir, out: Path) -> dict:
+    import hls4ml
+    import keras
+
+    spec = trial.spec()
+    hls = spec.hls
+    train_dir = trial.stage_dir("train")
+    if not trial.done("train"):
+        raise MissingArtifact(f"{train_dir} has no finished training; run the train stage first")
+    model = keras.models.load_model(train_dir / "model.keras")
+    scaler = Scaler.load(train_dir / "scaler.json")
+    testset = np.load(train_dir / "testset.npz")
+    x = scaler.apply(testset["x"][:FIDELITY_SAMPLES])
+    y = testset["y"][:FIDELITY_SAMPLES]
+
+    base = hls4ml.utils.config_from_keras_model(
+        model, granularity="name", default_precision=hls.precision, default_reuse_factor=hls.reuse_factor, backend=hls.backend
+    )
+    config = apply_hls_spec(base, hls)
+    project_dir = out / "hls4ml_prj"
+    shutil.rmtree(project_dir, ignore_errors=True)
+    hls_model = hls4ml.converters.convert_from_keras_model(
+        model,
+        hls_config=config,
+        output_dir=str(project_dir),
+        project_name=PROJECT,
+        backend=hls.backend,
+        part=hls.part,
+        clock_period=hls.clock_period,
+        io_type=hls.io_type,
+    )
+    started = time.perf_counter()
+    hls_model.compile()
+    compile_seconds = time.perf_counter() - started
+
+    reference = model.predict(x, batch_size=4096, verbose=0)
+    started = time.perf_counter()
+    emulated = np.asarray(hls_model.predict(np.ascontiguousarray(x))).reshape(reference.shape)
+    predict_seconds = time.perf_counter() - started
+    report = fidelity(reference, emulated, y)
+    report.update(
+        {
+            "emulation_samples_per_second": round(len(x) / predict_seconds, 1),
+            "compile_seconds": round(compile_seconds, 2),
+            "threshold": hls.min_agreement,
+        }
+    )
+    write_json(out / "fidelity.json", report)
+    write_json(out / "hls_config.json", config)
+    _check(report, hls)
+
+    emulator_dir = out / "emulator"
+    shutil.rmtree(emulator_dir, ignore_errors=True)
+    emulator_dir.mkdir()
+    stamp = hls_model.config.get_config_value("Stamp")
+    library = shutil.copy2(project_dir / "firmware" / f"{PROJECT}-{stamp}.so", emulator_dir / f"lib{PROJECT}-{stamp}.so")
+    write_manifest(
+        emulator_dir,
+        Path(library),
+        PROJECT,
+        input_size=x.shape[1],
+        output_size=reference.shape[1],
+        info={
+            "weights_dir": str((project_dir / "firmware" / "weights").resolve()),
+            "precision": hls.precision,
+            "reuse_factor": hls.reuse_factor,
+            "strategy": hls.strategy,
+            "io_type": hls.io_type,
+            "clock_period_ns": hls.clock_period,
+            "hls4ml_version": hls4ml.__version__,
+        },
+    )
+    # The artifact must reproduce the check just made, from a fresh load.
+    probe = x[:256]
+    if not np.array_equal(load_emulator(emulator_dir).predict(probe), emulated[: len(probe)]):
+        raise FidelityError("the emulator artifact does not reproduce hls4ml's predictions")
+
+    with tarfile.open(out / "hls4ml_prj.tar.gz", "w:gz") as tar:
+        tar.add(project_dir, arcname=f"{trial.experiment}-{trial.root.name}-hls4ml_prj")
+    return {
+        "fidelity": report,
+        "project": str(project_dir.relative_to(trial.root)),
+        "tarball": "convert/hls4ml_prj.tar.gz",
+        "emulator": "convert/emulator",
+    }

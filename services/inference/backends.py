@@ -1,0 +1,79 @@
+"""Back ends behind one interface: scaled float32 batch in, class probabilities out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from fpgaflow.errors import TargetUnavailable
+from fpgaflow.trial import TrialDir
+
+
+class Backend(Protocol):
+    target: str
+    description: str
+
+    def predict(self, x: np.ndarray) -> np.ndarray: ...
+
+
+class KerasBackend:
+    """The trained Keras model on one TensorFlow device, called through a compiled tf.function."""
+
+    def __init__(self, model_path: Path, target: str, device: str):
+        import keras
+        import tensorflow as tf
+
+        self.target, self._device = target, device
+        with tf.device(device):
+            self._model = keras.models.load_model(model_path)
+        n_in = self._model.inputs[0].shape[1]
+        spec = tf.TensorSpec([None, n_in], tf.float32)
+        self._fn = tf.function(lambda x: self._model(x, training=False), input_signature=[spec])
+        self._tf = tf
+        self.description = f"TensorFlow {tf.__version__} on {device}"
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        with self._tf.device(self._device):
+            return self._fn(x).numpy()
+
+
+class EmulatorBackend:
+    """hls4ml's compiled C simulation of the firmware: bit-exact, wall time is not device time."""
+
+    target = "fpga"
+
+    def __init__(self, emulator_dir: Path):
+        from fpgaflow.converter.emulator import load_emulator
+
+        self._emulator = load_emulator(emulator_dir)
+        info = self._emulator.info
+        self.description = (
+            f"hls4ml {info.get('hls4ml_version')} C simulation of the firmware ({info.get('precision')}, "
+            f"reuse {info.get('reuse_factor')}, {info.get('strategy')}) on one CPU core; measured times are "
+            "emulation wall time, not device latency"
+        )
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return self._emulator.predict(x)
+
+
+def visible_gpus() -> list[str]:
+    import tensorflow as tf
+
+    return [d.name for d in tf.config.list_physical_devices("GPU")]
+
+
+def load_backend(trial: TrialDir, target: str) -> Backend:
+    model_path = trial.stage_dir("train") / "model.keras"
+    if target == "cpu":
+        return KerasBackend(model_path, "cpu", "/CPU:0")
+    if target == "gpu":
+        gpus = visible_gpus()
+        if not gpus:
+            raise TargetUnavailable("no GPU is visible to TensorFlow on this machine (tf.config.list_physical_devices('GPU') is empty)")
+        return KerasBackend(model_path, "gpu", "/GPU:0")
+    if target == "fpga":
+        return EmulatorBackend(trial.stage_dir("convert") / "emulator")
+    raise ValueError(f"unknown target {target!r}")

@@ -1,0 +1,36 @@
+"""Prometheus metrics of an inference server: fpgaflow_<thing>_<unit>, labels model/target/method/code only."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+LATENCY_BUCKETS = (5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
+
+
+class ServerMetrics:
+    def __init__(self, model: str, target: str, registry: CollectorRegistry | None = None):
+        self.registry = registry or CollectorRegistry()
+        self.model, self.target = model, target
+        r = self.registry
+        self.request_seconds = Histogram(
+            "fpgaflow_request_duration_seconds", "Time from receiving a request to sending its answer.",
+            ["model", "target", "method"], buckets=LATENCY_BUCKETS, registry=r)
+        self.compute_seconds = Histogram(
+            "fpgaflow_compute_duration_seconds", "Time the back end spent computing a batch.",
+            ["model", "target"], buckets=LATENCY_BUCKETS, registry=r)
+        self.requests = Counter(
+            "fpgaflow_requests", "Requests answered, by gRPC status code.", ["model", "target", "method", "code"], registry=r)
+        self.in_flight = Gauge(
+            "fpgaflow_requests_in_flight", "Requests being handled now.", ["model", "target"], registry=r)
+        self.batch_size = Histogram(
+            "fpgaflow_batch_size", "Samples per back-end call.", ["model", "target"], buckets=BATCH_BUCKETS, registry=r)
+        self.info = Info("fpgaflow_server", "What this server serves.", ["model", "target"], registry=r)
+
+    def observe_request(self, method: str, code: str, seconds: float) -> None:
+        self.request_seconds.labels(self.model, self.target, method).observe(seconds)
+        self.requests.labels(self.model, self.target, method, code).inc()
+
+    def observe_compute(self, batch: int, seconds: float) -> None:
+        self.compute_seconds.labels(self.model, self.target).observe(seconds)
+        self.batch_size.labels(self.model, self.target).observe(batch)

@@ -1,0 +1,86 @@
+"""The `train` stage: data set, scaler, Keras model of the spec, trained, with its history and curves."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from fpgaflow.plots import plot_training
+from fpgaflow.preprocess import Scaler
+from fpgaflow.trainer.datasets import load_dataset
+from fpgaflow.trainer.model import build_model
+from fpgaflow.trial import TrialDir, write_json
+
+
+class HistoryRecorder(keras.callbacks.Callback):
+    """Writes history.json after every epoch, so progress can be watched while training runs."""
+
+    def __init__(self, path: Path, total_epochs: int):
+        super().__init__()
+        self.path, self.total = path, total_epochs
+        self.epochs: list[dict] = []
+        self._t0 = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._t0 = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        row = {"epoch": epoch + 1, "epoch_seconds": round(time.perf_counter() - self._t0, 3)}
+        row.update({k: float(v) for k, v in (logs or {}).items()})
+        row["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        self.epochs.append(row)
+        write_json(self.path, {"total_epochs": self.total, "epochs": self.epochs})
+
+
+def run(trial: TrialDir, out: Path) -> dict:
+    spec = trial.spec()
+    keras.utils.set_random_seed(spec.dataset.seed)
+    data = load_dataset(spec.dataset)
+    scaler = Scaler.fit(data.x_train, data.features)
+    x_train, x_test = scaler.apply(data.x_train), scaler.apply(data.x_test)
+
+    model = build_model(spec.model, x_train.shape[1], len(data.classes))
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=spec.train.learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    checkpoints = out / "checkpoints"
+    checkpoints.mkdir(exist_ok=True)
+    callbacks = [
+        HistoryRecorder(out / "history.json", spec.train.epochs),
+        keras.callbacks.ModelCheckpoint(str(checkpoints / "last.weights.h5"), save_weights_only=True),
+    ]
+    if spec.train.early_stopping:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(patience=spec.train.early_stopping.patience, restore_best_weights=True)
+        )
+    started = time.perf_counter()
+    fit = model.fit(
+        x_train,
+        data.y_train,
+        epochs=spec.train.epochs,
+        batch_size=spec.train.batch_size,
+        validation_split=spec.train.validation_fraction,
+        callbacks=callbacks,
+        verbose=2,
+    )
+    seconds = time.perf_counter() - started
+    probabilities = model.predict(x_test, batch_size=4096, verbose=0)
+    accuracy = float((probabilities.argmax(axis=1) == data.y_test).mean())
+
+    model.save(out / "model.keras")
+    scaler.save(out / "scaler.json")
+    np.savez_compressed(out / "testset.npz", x=data.x_test.astype(np.float32), y=data.y_test)
+    write_json(out / "dataset.json", data.describe())
+    plot_training(fit.history, out / "training.png", title=f"{trial.experiment} / {trial.root.name}")
+    return {
+        "accuracy": accuracy,
+        "epochs": len(fit.history["loss"]),
+        "train_seconds": round(seconds, 2),
+        "parameters": int(model.count_params()),
+        "dataset": data.describe(),
+    }

@@ -1,0 +1,78 @@
+"""Shared fixtures. Expensive things (a trained and converted experiment, running servers) are
+session-scoped and built once."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_MANIFEST = """\
+apiVersion: fpgaflow.io/v1alpha1
+kind: Experiment
+metadata: {name: tiny-jets}
+spec:
+  dataset: {name: jets, samples: 20000, seed: 3}
+  model: {layers: [32, 16]}
+  train: {epochs: 3, batchSize: 256}
+  hls: {precision: "ap_fixed<16,6>"}
+  serve: {targets: [cpu, gpu, fpga]}
+  benchmark: {concurrency: [1, 3], requestsPerClient: 60, warmup: 5}
+"""
+
+
+def fpgaflow(*args: str, check: bool = True, timeout: float = 900, env: dict | None = None) -> subprocess.CompletedProcess:
+    done = subprocess.run([sys.executable, "-m", "fpgaflow", *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})}, cwd=ROOT)
+    if check and done.returncode != 0:
+        raise AssertionError(f"fpgaflow {' '.join(args)} exited {done.returncode}\n{done.stdout}\n{done.stderr}")
+    return done
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """A real local run of a small experiment: train, convert, serve cpu/gpu/fpga, bench, report."""
+    base = tmp_path_factory.mktemp("tiny")
+    manifest = base / "tiny.yaml"
+    manifest.write_text(TINY_MANIFEST)
+    home = base / "home"
+    done = fpgaflow("run", str(manifest), "--home", str(home), check=False)
+    return {"manifest": manifest, "home": home, "result": done,
+            "folder": home / "experiments" / "tiny-jets", "trial": home / "experiments" / "tiny-jets" / "t00"}
+
+
+def free_port() -> int:
+    from fpgaflow.runner import free_port as fp
+
+    return fp()
+
+
+@pytest.fixture(scope="session")
+def servers(tiny_run):
+    """cpu and fpga servers of the tiny run, started the way the runner starts them."""
+    from fpgaflow.runner import health_ok
+
+    procs, addresses = [], {}
+    for target in ("cpu", "fpga"):
+        port, metrics = free_port(), free_port()
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "fpgaflow", "serve", "--trial-dir", str(tiny_run["trial"]), "--target", target,
+             "--port", str(port), "--metrics-port", str(metrics)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        addresses[target] = {"address": f"127.0.0.1:{port}", "metrics": f"http://127.0.0.1:{metrics}/metrics"}
+    try:
+        deadline = time.monotonic() + 180
+        for target, info in addresses.items():
+            while not health_ok(info["address"]):
+                assert time.monotonic() < deadline, f"{target} server did not come up"
+                time.sleep(0.5)
+        yield addresses
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=30)

@@ -1,0 +1,47 @@
+from fpgaflow.converter.convert import apply_hls_spec, fidelity
+from fpgaflow.spec import HLSSpec
+
+import numpy as np
+
+# The shape of what hls4ml 1.3's config_from_keras_model(granularity="name") returns for a small MLP.
+BASE = {
+    "Model": {"Precision": {"default": "fixed<16,6>"}, "ReuseFactor": 1, "Strategy": "latency", "BramFactor": 1000000000},
+    "LayerName": {
+        "features": {"Trace": False, "Precision": {"result": "auto"}},
+        "fc1": {"Trace": False, "Precision": {"result": "auto", "weight": "auto", "bias": "auto", "accum": "auto"}, "ReuseFactor": 1},
+        "relu1": {"Trace": False, "Precision": {"result": "auto", "table": "fixed<18,8,TRN,WRAP,0>"}, "ReuseFactor": 1, "TableSize": 1024},
+        "output": {"Trace": False, "Precision": {"result": "auto", "weight": "auto", "bias": "auto", "accum": "auto"}, "ReuseFactor": 1},
+        "softmax": {"Trace": False, "Precision": {"result": "auto", "table": "fixed<18,8,RND,SAT,0>", "exp_table": "fixed<18,8,RND,SAT,0>"}, "ReuseFactor": 1, "TableSize": 1024},
+    },
+}
+
+
+def test_auto_types_take_the_spec_precision_and_tables_stay():
+    cfg = apply_hls_spec(BASE, HLSSpec(precision="ap_fixed<12,4>", reuseFactor=4, strategy="Resource"))
+    assert cfg["Model"] == {"Precision": {"default": "ap_fixed<12,4>"}, "ReuseFactor": 4, "Strategy": "Resource", "BramFactor": 1000000000}
+    assert cfg["LayerName"]["fc1"]["Precision"] == {k: "ap_fixed<12,4>" for k in ("result", "weight", "bias", "accum")}
+    assert cfg["LayerName"]["softmax"]["Precision"]["exp_table"] == "fixed<18,8,RND,SAT,0>"
+    assert cfg["LayerName"]["relu1"]["Precision"]["table"] == "fixed<18,8,TRN,WRAP,0>"
+    assert cfg["LayerName"]["fc1"]["ReuseFactor"] == 4
+    assert BASE["LayerName"]["fc1"]["Precision"]["weight"] == "auto", "the input must not be modified"
+
+
+def test_per_layer_overrides_win():
+    hls = HLSSpec(layers={"fc1": {"precision": {"weight": "ap_fixed<8,2>"}, "reuseFactor": 2, "strategy": "Resource"}})
+    cfg = apply_hls_spec(BASE, hls)
+    fc1 = cfg["LayerName"]["fc1"]
+    assert fc1["Precision"]["weight"] == "ap_fixed<8,2>"
+    assert fc1["Precision"]["bias"] == "ap_fixed<16,6>"
+    assert fc1["ReuseFactor"] == 2 and fc1["Strategy"] == "Resource"
+    assert "Strategy" not in cfg["LayerName"]["output"]
+
+
+def test_fidelity_measures_agreement_and_constant_outputs():
+    rng = np.random.default_rng(0)
+    ref = rng.random((100, 5)).astype(np.float32)
+    labels = ref.argmax(axis=1)
+    same = fidelity(ref, ref.copy(), labels)
+    assert same["argmax_agreement"] == 1.0 and same["max_abs_error"] == 0.0 and same["accuracy_float"] == 1.0
+    constant = fidelity(ref, np.full_like(ref, 0.2), labels)
+    assert constant["emulated_output_spread"] == 0.0
+    assert constant["argmax_agreement"] < 0.5

@@ -1,0 +1,39 @@
+"""Generated files must match the spec model they come from."""
+
+import yaml
+
+from fpgaflow.schema import CRD_PATH, JSON_SCHEMA_PATH, rendered
+from tests.conftest import ROOT
+
+
+def test_generated_files_are_fresh():
+    for rel, text in rendered().items():
+        assert (ROOT / rel).read_text() == text, f"{rel} is stale: run `make generate`"
+
+
+def test_crd_carries_the_constraints_the_api_server_enforces():
+    crd = yaml.safe_load((ROOT / CRD_PATH).read_text())
+    version = crd["spec"]["versions"][0]
+    spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+    assert spec["hls"]["properties"]["reuseFactor"]["minimum"] == 1
+    assert spec["serve"]["properties"]["targets"]["items"]["enum"] == ["cpu", "gpu", "fpga"]
+    assert "ap_u?fixed" in spec["hls"]["properties"]["precision"]["pattern"]
+    assert version["subresources"] == {"status": {}}
+
+    def no_refs(node):
+        if isinstance(node, dict):
+            assert "$ref" not in node and "anyOf" not in node
+            for value in node.values():
+                no_refs(value)
+        elif isinstance(node, list):
+            for value in node:
+                no_refs(value)
+
+    no_refs(crd)
+
+
+def test_json_schema_names_the_manifest_fields():
+    import json
+
+    schema = json.loads((ROOT / JSON_SCHEMA_PATH).read_text())
+    assert {"apiVersion", "kind", "metadata", "spec"} <= set(schema["properties"])
