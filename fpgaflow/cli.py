@@ -22,7 +22,10 @@ def _home(args) -> Path:
 def _console():
     from rich.console import Console
 
-    return Console(highlight=False)
+    console = Console(highlight=False)
+    if not console.is_terminal:  # a log file or a pipe: wide enough for the tables, not wrapped at 80
+        console = Console(highlight=False, width=160)
+    return console
 
 
 # ------------------------------------------------------------------------------------------ commands

@@ -6,11 +6,9 @@ from pathlib import Path
 
 from fpgaflow.trial import STAGES, TrialDir
 
-TARGET_NOTES = {
-    "cpu": "TensorFlow on the CPU",
-    "gpu": "TensorFlow on the GPU",
-    "fpga": "hls4ml C simulation (bit-exact); wall time of the emulation, not device latency",
-}
+TARGET_NOTES = {"cpu": "TensorFlow, CPU", "gpu": "TensorFlow, GPU", "fpga": "hls4ml C sim *"}
+FOOTNOTE = ("* fpga: hls4ml's bit-exact C simulation of the firmware on one CPU core; its times are the "
+            "emulation's wall time, not the device's latency.")
 
 
 def trial_summary(trial: TrialDir) -> dict:
@@ -73,7 +71,7 @@ def latency_rows(summaries: list[dict]) -> list[list[str]]:
         bench = s.get("benchmark") or {}
         for target, info in (bench.get("targets") or {}).items():
             if info["status"] != "ready":
-                rows.append([s["name"], target, f"{info['status']}: {info.get('reason', '')}", "—", "—", "—", "—", "—", "—"])
+                rows.append([s["name"], target, f"{info['status']}: {info.get('reason', '')}", *["—"] * 6])
                 continue
             for run in (r for r in bench.get("runs", []) if r["target"] == target):
                 errors = sum(run["errors"].values())
@@ -98,7 +96,7 @@ def markdown(name: str, summaries: list[dict], facts: dict) -> str:
         parts.append("- data: **synthetic jets** (fpgaflow's generator with the hls4ml LHC jet features), not the real data set")
     parts += ["", "## Accuracy", "", _md_table(ACCURACY_HEADER, accuracy_rows(summaries)), ""]
     parts += ["## Latency and throughput (SONIC-style: N clients, each sending requests one after another)", ""]
-    parts += [_md_table(LATENCY_HEADER, latency_rows(summaries)), ""]
+    parts += [_md_table(LATENCY_HEADER, latency_rows(summaries)), "", FOOTNOTE, ""]
     for s in summaries:
         if s["phase"] == "Failed":
             parts.append(f"- **{s['name']} failed** in `{s['stage']}` ({s['reason']}): {s['message']}")
@@ -121,6 +119,7 @@ def print_report(console, name: str, summaries: list[dict], report_path: Path | 
         for row in rows:
             table.add_row(*row)
         console.print(table)
+    console.print(FOOTNOTE)
     if any((s.get("dataset") or {}).get("synthetic") for s in summaries):
         console.print("[yellow]data: synthetic jets (not the real hls4ml LHC jet data set)[/yellow]")
     for s in summaries:

@@ -128,7 +128,10 @@ class HLSSpec(_Model):
     part: str = Field("xcu250-figd2104-2L-e", min_length=1, description="FPGA part number.")
     clock_period: float = Field(5.0, gt=0, le=1000, description="Clock period in ns.")
     io_type: Literal["io_parallel", "io_stream"] = "io_parallel"
-    precision: Precision = Field("ap_fixed<16,6>", description="Default type of weights, biases, results and accumulators.")
+    precision: Precision = Field(
+        "ap_fixed<16,6>",
+        description="Type of every layer's weights, biases and results; accumulators are sized by hls4ml to be exact.",
+    )
     reuse_factor: int = Field(1, ge=1, le=4096, description="Multiplications per multiplier; 1 is fully parallel.")
     strategy: Literal["Latency", "Resource"] = "Latency"
     layers: dict[str, LayerHLSSpec] = Field(default_factory=dict, description="Per-layer overrides, by Keras layer name.")

@@ -24,6 +24,8 @@ from fpgaflow.errors import FpgaflowError, MissingArtifact, StageError, StaleRes
 from fpgaflow.spec import ExperimentSpec
 
 STAGES = ("train", "convert", "serve", "bench")
+# Test samples every stage evaluates on (the fidelity check, the served accuracy): the first N of testset.npz.
+EVALUATION_SAMPLES = 50_000
 
 
 def write_json(path: Path, data: Any) -> None:

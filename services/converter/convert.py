@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import shutil
 import tarfile
 import time
@@ -14,18 +15,30 @@ from fpgaflow.converter.emulator import load_emulator, write_manifest
 from fpgaflow.errors import FidelityError, MissingArtifact
 from fpgaflow.preprocess import Scaler
 from fpgaflow.spec import HLSSpec
-from fpgaflow.trial import TrialDir, write_json
+from fpgaflow.trial import EVALUATION_SAMPLES, TrialDir, write_json
 
 PROJECT = "myproject"
-FIDELITY_SAMPLES = 50_000  # hls4ml's emulation runs a few thousand samples per second
 
 
-def apply_hls_spec(base: dict, hls: HLSSpec) -> dict:
+def softmax_sum_type(n_classes: int) -> str:
+    """A type for the sum of a softmax's exponentials (each at most 1): just wide enough for n_classes.
+
+    hls4ml's default, ap_fixed<18,8>, addresses its 1/x table with the top 10 bits, a step of 0.25,
+    which leaves the probabilities up to 0.2 off; this type's step is 2^(I-10).
+    """
+    integer_bits = max(1, math.ceil(math.log2(n_classes + 1)))
+    return f"ap_ufixed<18,{integer_bits},AP_RND,AP_SAT>"
+
+
+def apply_hls_spec(base: dict, hls: HLSSpec, n_classes: int) -> dict:
     """hls4ml's per-layer configuration (``granularity='name'``) with the spec applied.
 
-    hls4ml 1.3 leaves most types 'auto'; with Keras 3 that gives the softmax an input type so wide
-    that its exp table sees one value and every output is the same. The spec's precision therefore
-    replaces every 'auto' (what hls4ml's model-granularity default did), then per-layer overrides apply.
+    - Every layer's result type is the spec's precision. hls4ml 1.3 leaves results 'auto', which with
+      Keras 3 gives the softmax an input so wide that its exp table sees one value and every output is
+      the same. Weights and biases follow the default precision; accumulators stay hls4ml's 'auto'
+      (wide enough to be exact).
+    - Softmax layers get a sum type sized for the number of classes (:func:`softmax_sum_type`).
+    - Per-layer overrides from ``hls.layers`` apply last.
     """
     cfg = copy.deepcopy(base)
     model = cfg.setdefault("Model", {})
@@ -35,13 +48,14 @@ def apply_hls_spec(base: dict, hls: HLSSpec) -> dict:
     for name, layer in cfg.get("LayerName", {}).items():
         precision = layer.get("Precision")
         if isinstance(precision, dict):
-            for key, value in precision.items():
-                if value == "auto":
-                    precision[key] = hls.precision
+            if precision.get("result") == "auto":
+                precision["result"] = hls.precision
         elif precision == "auto":
             layer["Precision"] = hls.precision
         if "ReuseFactor" in layer:
             layer["ReuseFactor"] = hls.reuse_factor
+        if layer.get("Implementation") in ("stable", "latency"):  # a softmax
+            layer["inv_inp_t"] = softmax_sum_type(n_classes)
         override = hls.layers.get(name)
         if override is None:
             continue
@@ -96,13 +110,13 @@ def run(trial: TrialDir, out: Path) -> dict:
     model = keras.models.load_model(train_dir / "model.keras")
     scaler = Scaler.load(train_dir / "scaler.json")
     testset = np.load(train_dir / "testset.npz")
-    x = scaler.apply(testset["x"][:FIDELITY_SAMPLES])
-    y = testset["y"][:FIDELITY_SAMPLES]
+    x = scaler.apply(testset["x"][:EVALUATION_SAMPLES])
+    y = testset["y"][:EVALUATION_SAMPLES]
 
     base = hls4ml.utils.config_from_keras_model(
         model, granularity="name", default_precision=hls.precision, default_reuse_factor=hls.reuse_factor, backend=hls.backend
     )
-    config = apply_hls_spec(base, hls)
+    config = apply_hls_spec(base, hls, n_classes=int(model.outputs[0].shape[-1]))
     project_dir = out / "hls4ml_prj"
     shutil.rmtree(project_dir, ignore_errors=True)
     hls_model = hls4ml.converters.convert_from_keras_model(

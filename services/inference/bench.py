@@ -10,9 +10,8 @@ from fpgaflow.errors import MissingArtifact
 from fpgaflow.inference.loadgen import predict_payloads, run_load, served_accuracy, write_csv
 from fpgaflow.plots import plot_benchmark
 from fpgaflow.trainer.model import INPUT_NAME, OUTPUT_NAME
-from fpgaflow.trial import TrialDir, read_json, write_json
+from fpgaflow.trial import EVALUATION_SAMPLES, TrialDir, read_json, write_json
 
-ACCURACY_SAMPLES = 5000
 
 
 def run(trial: TrialDir, out: Path) -> dict:
@@ -35,7 +34,7 @@ def run(trial: TrialDir, out: Path) -> dict:
             print(f"{target}: {endpoint['status']} ({endpoint.get('reason', '')}), not benchmarked", flush=True)
             continue
         address = endpoint["address"]
-        accuracy = served_accuracy(address, trial.experiment, INPUT_NAME, OUTPUT_NAME, x[:ACCURACY_SAMPLES], y[:ACCURACY_SAMPLES])
+        accuracy = served_accuracy(address, trial.experiment, INPUT_NAME, OUTPUT_NAME, x[:EVALUATION_SAMPLES], y[:EVALUATION_SAMPLES])
         target_rows = []
         for concurrency in bench.concurrency:
             result = run_load(target, address, payloads, bench.batch_size, concurrency, bench.requests_per_client, bench.warmup)
@@ -52,7 +51,7 @@ def run(trial: TrialDir, out: Path) -> dict:
             "address": address,
             "backend": endpoint.get("backend", ""),
             "accuracy_served": accuracy,
-            "accuracy_samples": int(min(len(x), ACCURACY_SAMPLES)),
+            "accuracy_samples": int(min(len(x), EVALUATION_SAMPLES)),
         }
         rows.extend(target_rows)
 

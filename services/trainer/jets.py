@@ -81,7 +81,7 @@ def synthetic_jets(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
     # --- latent variables -------------------------------------------------
     pt = 1000.0 * _smear(rng, n, 0.12)  # jet pT [GeV]
-    rad = _RADIATION[y] * _smear(rng, n, 0.20)  # soft-radiation level
+    rad = _RADIATION[y] * np.exp(rng.laplace(0.0, 0.15, n))  # soft-radiation level
     true_prongs = _PRONGS[y]
     failed = rng.random(n) < _GROOM_FAIL[y]
     prongs = true_prongs - failed  # prongs surviving the groomer
@@ -92,7 +92,7 @@ def synthetic_jets(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
         sel = y == k
         mass[sel] = 4.0 + rng.gamma(shape, scale, sel.sum()) * pt[sel] / 1000.0
     res = (y >= 2) & ~failed  # resonance reconstructed with ~10% resolution
-    mass[res] = _PEAK[y[res]] * (1.0 + 0.14 * rng.standard_normal(res.sum()))
+    mass[res] = _PEAK[y[res]] * (1.0 + 0.20 * rng.standard_normal(res.sum()))
     top = res & (y == 4)  # extra high tail from radiation caught in the jet
     mass[top] += rng.exponential(14.0, top.sum())
     # Groomed-away prong: W/Z fall to a soft QCD-like mass; tops lose either
@@ -111,7 +111,7 @@ def synthetic_jets(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     mult = rng.poisson(mean_mult * rng.gamma(25.0, 1.0 / 25.0, n))
     mult = np.maximum(mult, 2)
     # Effective number of energy carriers; zlogz = sum z log z = -log(n_eff).
-    n_eff = mult**0.62 * (1.0 + 0.25 * (true_prongs - 1)) * rad**0.3 * _smear(rng, n, 0.12)
+    n_eff = mult**0.62 * (1.0 + 0.25 * (true_prongs - 1)) * rad**0.5 * _smear(rng, n, 0.12)
     n_eff = np.maximum(n_eff, 1.05)
     zlogz = -np.log(n_eff)
     # C1 with beta=0 is half of (1 - sum z^2) on the groomed jet.
@@ -129,7 +129,7 @@ def synthetic_jets(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     # two, intermediate for three; more radiation pushes it up (gluons).
     ratio = (
         _PRONG_RATIO[prongs]
-        * (rad / 0.6) ** 0.5
+        * (rad / 0.6) ** 0.6
         * _smear(rng, n, 0.28)
     )
     three = (prongs == 3).astype(float)
@@ -148,8 +148,8 @@ def synthetic_jets(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     # C2 uses the full three-point e3, so it is more sensitive to a third prong.
     c2_b1, c2_b2 = pair(0.55, 1.1, 0.08, 0.06, boost=0.5)
     # D2 = C2 / e2: the ratio divided by a power of the groomed mass fraction.
-    d2_b1 = c2_b1 / np.maximum(c1_b1, 1e-3) ** 0.9 * 0.12
-    d2_b2 = c2_b2 / np.maximum(c1_b2, 1e-5) ** 0.45 * 0.06
+    d2_b1 = 0.12 * c2_b1 / (c1_b1 + 0.04) ** 0.8
+    d2_b2 = 0.06 * c2_b2 / (c1_b2 + 0.004) ** 0.4
     d2_a1_b1 = d2_b1 ** 0.8 * 0.9 * _smear(rng, n, 0.08)
     d2_a1_b2 = d2_b2 ** 0.8 * 0.9 * _smear(rng, n, 0.08)
     # M2 = e3(1)/e2: mostly soft radiation within the prongs.

@@ -1,7 +1,7 @@
-from fpgaflow.converter.convert import apply_hls_spec, fidelity
-from fpgaflow.spec import HLSSpec
-
 import numpy as np
+
+from fpgaflow.converter.convert import apply_hls_spec, fidelity, softmax_sum_type
+from fpgaflow.spec import HLSSpec
 
 # The shape of what hls4ml 1.3's config_from_keras_model(granularity="name") returns for a small MLP.
 BASE = {
@@ -11,15 +11,18 @@ BASE = {
         "fc1": {"Trace": False, "Precision": {"result": "auto", "weight": "auto", "bias": "auto", "accum": "auto"}, "ReuseFactor": 1},
         "relu1": {"Trace": False, "Precision": {"result": "auto", "table": "fixed<18,8,TRN,WRAP,0>"}, "ReuseFactor": 1, "TableSize": 1024},
         "output": {"Trace": False, "Precision": {"result": "auto", "weight": "auto", "bias": "auto", "accum": "auto"}, "ReuseFactor": 1},
-        "softmax": {"Trace": False, "Precision": {"result": "auto", "table": "fixed<18,8,RND,SAT,0>", "exp_table": "fixed<18,8,RND,SAT,0>"}, "ReuseFactor": 1, "TableSize": 1024},
+        "softmax": {"Trace": False, "Precision": {"result": "auto", "table": "fixed<18,8,RND,SAT,0>", "exp_table": "fixed<18,8,RND,SAT,0>"}, "ReuseFactor": 1, "TableSize": 1024, "Implementation": "stable"},
     },
 }
 
 
-def test_auto_types_take_the_spec_precision_and_tables_stay():
-    cfg = apply_hls_spec(BASE, HLSSpec(precision="ap_fixed<12,4>", reuseFactor=4, strategy="Resource"))
+def test_results_take_the_spec_precision_accumulators_stay_exact_and_tables_stay():
+    cfg = apply_hls_spec(BASE, HLSSpec(precision="ap_fixed<12,4>", reuseFactor=4, strategy="Resource"), n_classes=5)
     assert cfg["Model"] == {"Precision": {"default": "ap_fixed<12,4>"}, "ReuseFactor": 4, "Strategy": "Resource", "BramFactor": 1000000000}
-    assert cfg["LayerName"]["fc1"]["Precision"] == {k: "ap_fixed<12,4>" for k in ("result", "weight", "bias", "accum")}
+    assert cfg["LayerName"]["fc1"]["Precision"] == {"result": "ap_fixed<12,4>", "weight": "auto", "bias": "auto", "accum": "auto"}
+    assert cfg["LayerName"]["softmax"]["Precision"]["result"] == "ap_fixed<12,4>"
+    assert cfg["LayerName"]["softmax"]["inv_inp_t"] == "ap_ufixed<18,3,AP_RND,AP_SAT>"
+    assert "inv_inp_t" not in cfg["LayerName"]["relu1"]
     assert cfg["LayerName"]["softmax"]["Precision"]["exp_table"] == "fixed<18,8,RND,SAT,0>"
     assert cfg["LayerName"]["relu1"]["Precision"]["table"] == "fixed<18,8,TRN,WRAP,0>"
     assert cfg["LayerName"]["fc1"]["ReuseFactor"] == 4
@@ -28,10 +31,10 @@ def test_auto_types_take_the_spec_precision_and_tables_stay():
 
 def test_per_layer_overrides_win():
     hls = HLSSpec(layers={"fc1": {"precision": {"weight": "ap_fixed<8,2>"}, "reuseFactor": 2, "strategy": "Resource"}})
-    cfg = apply_hls_spec(BASE, hls)
+    cfg = apply_hls_spec(BASE, hls, n_classes=5)
     fc1 = cfg["LayerName"]["fc1"]
     assert fc1["Precision"]["weight"] == "ap_fixed<8,2>"
-    assert fc1["Precision"]["bias"] == "ap_fixed<16,6>"
+    assert fc1["Precision"]["result"] == "ap_fixed<16,6>"
     assert fc1["ReuseFactor"] == 2 and fc1["Strategy"] == "Resource"
     assert "Strategy" not in cfg["LayerName"]["output"]
 
@@ -45,3 +48,9 @@ def test_fidelity_measures_agreement_and_constant_outputs():
     constant = fidelity(ref, np.full_like(ref, 0.2), labels)
     assert constant["emulated_output_spread"] == 0.0
     assert constant["argmax_agreement"] < 0.5
+
+
+def test_softmax_sum_type_fits_the_number_of_classes():
+    assert softmax_sum_type(5) == "ap_ufixed<18,3,AP_RND,AP_SAT>"  # a sum of 5 exponentials is at most 5 < 8
+    assert softmax_sum_type(10) == "ap_ufixed<18,4,AP_RND,AP_SAT>"
+    assert softmax_sum_type(1) == "ap_ufixed<18,1,AP_RND,AP_SAT>"
