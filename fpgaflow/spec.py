@@ -119,6 +119,16 @@ class LayerHLSSpec(_Model):
     precision: LayerPrecisionSpec | None = None
     reuse_factor: int | None = Field(None, ge=1)
     strategy: Literal["Latency", "Resource"] | None = None
+    table_size: int | None = Field(
+        None, ge=64, le=65536, description="Entries of an activation's lookup tables (softmax: 4096 by default)."
+    )
+
+    @field_validator("table_size")
+    @classmethod
+    def _power_of_two(cls, size: int | None) -> int | None:
+        if size is not None and size & (size - 1):
+            raise ValueError(f"must be a power of two, got {size}")
+        return size
 
 
 class HLSSpec(_Model):
@@ -136,7 +146,7 @@ class HLSSpec(_Model):
     strategy: Literal["Latency", "Resource"] = "Latency"
     layers: dict[str, LayerHLSSpec] = Field(default_factory=dict, description="Per-layer overrides, by Keras layer name.")
     min_agreement: float = Field(
-        0.98,
+        0.95,
         ge=0,
         le=1,
         description="The conversion fails when the emulation's argmax agrees with the float model's on less than this fraction of the test set.",

@@ -18,6 +18,13 @@ from fpgaflow.spec import HLSSpec
 from fpgaflow.trial import EVALUATION_SAMPLES, TrialDir, write_json
 
 PROJECT = "myproject"
+# hls4ml's softmax addresses its exp table with the top bits of x_max - x: with 1024 entries two logits
+# closer than 1/32 share an entry and tie, flipping about 1 % of the jet tagger's decisions; 4096 entries
+# (a step of 1/128, a few more BRAM18) keep the argmax agreement above 99 %.
+SOFTMAX_TABLE_SIZE = 4096
+# x_max - x in that address type saturates at 32 (where exp(-x) is 0 anyway) instead of wrapping,
+# which hls4ml's default does and which turns a very unlikely class into a likely one.
+SOFTMAX_NORM_TYPE = "ap_ufixed<16,5,AP_RND,AP_SAT>"
 
 
 def softmax_sum_type(n_classes: int) -> str:
@@ -37,7 +44,8 @@ def apply_hls_spec(base: dict, hls: HLSSpec, n_classes: int) -> dict:
       Keras 3 gives the softmax an input so wide that its exp table sees one value and every output is
       the same. Weights and biases follow the default precision; accumulators stay hls4ml's 'auto'
       (wide enough to be exact).
-    - Softmax layers get a sum type sized for the number of classes (:func:`softmax_sum_type`).
+    - Softmax layers get a sum type sized for the number of classes (:func:`softmax_sum_type`) and
+      SOFTMAX_TABLE_SIZE table entries addressed by a saturating SOFTMAX_NORM_TYPE.
     - Per-layer overrides from ``hls.layers`` apply last.
     """
     cfg = copy.deepcopy(base)
@@ -56,6 +64,8 @@ def apply_hls_spec(base: dict, hls: HLSSpec, n_classes: int) -> dict:
             layer["ReuseFactor"] = hls.reuse_factor
         if layer.get("Implementation") in ("stable", "latency"):  # a softmax
             layer["inv_inp_t"] = softmax_sum_type(n_classes)
+            layer["TableSize"] = SOFTMAX_TABLE_SIZE
+            layer["inp_norm_t"] = SOFTMAX_NORM_TYPE
         override = hls.layers.get(name)
         if override is None:
             continue
@@ -67,6 +77,8 @@ def apply_hls_spec(base: dict, hls: HLSSpec, n_classes: int) -> dict:
             layer["ReuseFactor"] = override.reuse_factor
         if override.strategy is not None:
             layer["Strategy"] = override.strategy
+        if override.table_size is not None:
+            layer["TableSize"] = override.table_size
     return cfg
 
 

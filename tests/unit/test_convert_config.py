@@ -22,6 +22,9 @@ def test_results_take_the_spec_precision_accumulators_stay_exact_and_tables_stay
     assert cfg["LayerName"]["fc1"]["Precision"] == {"result": "ap_fixed<12,4>", "weight": "auto", "bias": "auto", "accum": "auto"}
     assert cfg["LayerName"]["softmax"]["Precision"]["result"] == "ap_fixed<12,4>"
     assert cfg["LayerName"]["softmax"]["inv_inp_t"] == "ap_ufixed<18,3,AP_RND,AP_SAT>"
+    assert cfg["LayerName"]["softmax"]["TableSize"] == 4096
+    assert cfg["LayerName"]["softmax"]["inp_norm_t"].endswith("AP_SAT>")
+    assert cfg["LayerName"]["relu1"]["TableSize"] == 1024
     assert "inv_inp_t" not in cfg["LayerName"]["relu1"]
     assert cfg["LayerName"]["softmax"]["Precision"]["exp_table"] == "fixed<18,8,RND,SAT,0>"
     assert cfg["LayerName"]["relu1"]["Precision"]["table"] == "fixed<18,8,TRN,WRAP,0>"
@@ -30,13 +33,15 @@ def test_results_take_the_spec_precision_accumulators_stay_exact_and_tables_stay
 
 
 def test_per_layer_overrides_win():
-    hls = HLSSpec(layers={"fc1": {"precision": {"weight": "ap_fixed<8,2>"}, "reuseFactor": 2, "strategy": "Resource"}})
+    hls = HLSSpec(layers={"fc1": {"precision": {"weight": "ap_fixed<8,2>"}, "reuseFactor": 2, "strategy": "Resource"},
+                          "softmax": {"tableSize": 1024}})
     cfg = apply_hls_spec(BASE, hls, n_classes=5)
     fc1 = cfg["LayerName"]["fc1"]
     assert fc1["Precision"]["weight"] == "ap_fixed<8,2>"
     assert fc1["Precision"]["result"] == "ap_fixed<16,6>"
     assert fc1["ReuseFactor"] == 2 and fc1["Strategy"] == "Resource"
     assert "Strategy" not in cfg["LayerName"]["output"]
+    assert cfg["LayerName"]["softmax"]["TableSize"] == 1024
 
 
 def test_fidelity_measures_agreement_and_constant_outputs():

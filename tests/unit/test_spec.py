@@ -39,6 +39,7 @@ def test_defaults_follow_the_hls4ml_jet_tagger():
         ({"hls": {"layers": {"fc1": {"precision": {"weight": "ap_fixed<8"}}}}}, "spec.hls.layers.fc1.precision.weight", "not an HLS type"),
         ({"hls": {"layers": {"fc7": {"reuseFactor": 2}}}}, "spec", "model does not have"),
         ({"hls": {"strategy": "Fast"}}, "spec.hls.strategy", "'Latency' or 'Resource'"),
+        ({"hls": {"layers": {"softmax": {"tableSize": 1000}}}}, "spec.hls.layers.softmax.tableSize", "power of two"),
         ({"train": {"epochs": "many"}}, "spec.train.epochs", "valid integer"),
         ({"train": {"epochs": 3, "optimizer": "sgd"}}, "spec.train.optimizer", "unknown field"),
         ({"dataset": {"name": "imagenet"}}, "spec.dataset.name", "'jets' or 'digits'"),

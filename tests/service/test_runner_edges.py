@@ -1,0 +1,137 @@
+"""The local runner's edges: Ctrl-C leaves no process behind, a failed stage fails its trial with the
+stage's reason, and a sweep runs its trials with the parallelism the spec allows."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT, fpgaflow
+
+pytestmark = pytest.mark.slow
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie is dead for our purpose
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().split()[2] != "Z"
+
+
+def test_ctrl_c_stops_every_process(tiny_run, tmp_path):
+    # Reuse the trained and converted trial: copy it without its serving and benchmark results, so the
+    # run goes straight to starting servers.
+    home = tmp_path / "home"
+    shutil.copytree(tiny_run["home"], home)
+    trial = home / "experiments" / "tiny-jets" / "t00"
+    for stage in ("serve", "bench"):
+        shutil.rmtree(trial / stage)
+    proc = subprocess.Popen([sys.executable, "-m", "fpgaflow", "run", str(tiny_run["manifest"]), "--home", str(home)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while not (trial / "bench" / "log.txt").exists():  # servers are up once the benchmark starts
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the benchmark never started"
+            time.sleep(0.2)
+        pids = [json.loads((trial / "serve" / t / "server.json").read_text())["pid"] for t in ("cpu", "fpga")]
+        assert all(alive(pid) for pid in pids)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "interrupted" in err
+    deadline = time.monotonic() + 5
+    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(alive(pid) for pid in pids), "a server outlived the runner"
+    leftovers = subprocess.run(["pgrep", "-f", str(home)], capture_output=True, text=True).stdout.split()
+    assert leftovers == [], f"processes left behind: {leftovers}"
+
+
+def small_manifest(name: str, **spec) -> dict:
+    base = {
+        "dataset": {"name": "jets", "samples": 5000, "seed": 5},
+        "model": {"layers": [16]},
+        "train": {"epochs": 5, "batchSize": 128, "learningRate": 0.01},
+        "serve": {"targets": ["fpga"]},
+        "benchmark": {"concurrency": [2], "requestsPerClient": 20, "warmup": 2},
+    }
+    base.update(spec)
+    return {"apiVersion": "fpgaflow.io/v1alpha1", "kind": "Experiment", "metadata": {"name": name}, "spec": base}
+
+
+def test_a_failed_stage_fails_its_trial_with_the_stages_reason(tmp_path):
+    manifest = tmp_path / "m.yaml"
+    # nothing agrees with a float model 100 % at 4 bits: the fidelity gate must stop the trial
+    manifest.write_text(yaml.safe_dump(small_manifest("fails", hls={"precision": "ap_fixed<4,2>", "minAgreement": 1.0})))
+    done = fpgaflow("run", str(manifest), "--home", str(tmp_path / "home"), check=False)
+    assert done.returncode == 1
+    assert "t00 failed in convert (FidelityCheckFailed)" in " ".join(done.stdout.split())
+    trial = tmp_path / "home" / "experiments" / "fails" / "t00"
+    assert json.loads((trial / "convert" / "error.json").read_text())["reason"] == "FidelityCheckFailed"
+    assert not (trial / "serve").exists(), "nothing is served after a failed conversion"
+    shown = json.loads(fpgaflow("show", "fails", "--json", "--home", str(tmp_path / "home")).stdout)
+    assert shown["phase"] == "Failed"
+    [t] = shown["trials"]
+    assert (t["phase"], t["stage"], t["reason"]) == ("Failed", "convert", "FidelityCheckFailed")
+
+
+def test_sweep_runs_every_trial_in_parallel_and_benchmarks_one_at_a_time(tmp_path):
+    sweep = {"parallelTrials": 2, "parameters": {"hls.reuseFactor": [1, 2], "hls.precision": ["ap_fixed<16,6>", "ap_fixed<12,5>"]}}
+    manifest = tmp_path / "sweep.yaml"
+    manifest.write_text(yaml.safe_dump(small_manifest("sweep", sweep=sweep)))
+    home = tmp_path / "home"
+    done = fpgaflow("run", str(manifest), "--home", str(home))
+    folder = home / "experiments" / "sweep"
+    spans = {}
+    for name in ("t00", "t01", "t02", "t03"):
+        spec = json.loads((folder / name / "spec.json").read_text())
+        assert spec["parameters"]["hls.reuseFactor"] in (1, 2)
+        config = json.loads((folder / name / "convert" / "hls_config.json").read_text())
+        assert config["Model"]["ReuseFactor"] == spec["parameters"]["hls.reuseFactor"]
+        assert config["Model"]["Precision"]["default"] == spec["parameters"]["hls.precision"]
+        spans[name] = {s: (folder / name / s / "log.txt").stat() for s in ("train", "bench")}
+    assert done.stdout.count("Succeeded") >= 4
+    # two trials trained at once: the second trial's training log was created before the first's ended
+    assert spans["t01"]["train"].st_ctime < spans["t00"]["train"].st_mtime
+    # benchmarks never overlap: sorted by start, each starts after the previous one's log last changed
+    benches = sorted((v["bench"].st_ctime, v["bench"].st_mtime) for v in spans.values())
+    for (_, prev_end), (start, _) in zip(benches, benches[1:]):
+        assert start >= prev_end - 0.5
+
+
+def test_the_default_jet_tagger_converts_with_99_percent_agreement(tmp_path):
+    """examples/jet-tagger.yaml's model, trained and converted by the stage commands, as a Job would."""
+    from fpgaflow.plan import plan_trials
+    from fpgaflow.spec import load_experiment
+    from fpgaflow.trial import TrialDir
+
+    experiment = load_experiment(ROOT / "examples" / "jet-tagger.yaml")
+    [trial] = plan_trials(experiment.spec)
+    td = TrialDir.create(tmp_path / "t00", experiment.name, trial.name, trial.parameters, trial.spec)
+    fpgaflow("train", "--trial-dir", str(td.root))
+    fpgaflow("convert", "--trial-dir", str(td.root))
+    fidelity = json.loads((td.root / "convert" / "fidelity.json").read_text())
+    assert fidelity["samples"] == 40_000
+    assert fidelity["argmax_agreement"] >= 0.99
+    assert abs(fidelity["accuracy_emulated"] - fidelity["accuracy_float"]) < 0.005
+    assert fidelity["max_abs_error"] < 0.1, "the softmax's probabilities must stay close to the float model's"
+    assert 0.70 <= fidelity["accuracy_float"] <= 0.80
+    # running a finished stage again skips it and keeps its result
+    again = fpgaflow("convert", "--trial-dir", str(td.root))
+    assert "already done" in again.stdout
