@@ -20,7 +20,7 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
-from fpgaflow.errors import FpgaflowError, StageError, StaleResult
+from fpgaflow.errors import StageError, StaleResult
 from fpgaflow.plan import Trial, plan_trials
 from fpgaflow.report import markdown, trial_summary
 from fpgaflow.spec import Experiment, spec_hash

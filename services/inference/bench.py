@@ -13,7 +13,6 @@ from fpgaflow.trainer.model import INPUT_NAME, OUTPUT_NAME
 from fpgaflow.trial import EVALUATION_SAMPLES, TrialDir, read_json, write_json
 
 
-
 def run(trial: TrialDir, out: Path) -> dict:
     spec = trial.spec()
     endpoints = read_json(trial.stage_dir("serve") / "endpoints.json")

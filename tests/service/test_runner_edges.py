@@ -111,7 +111,7 @@ def test_sweep_runs_every_trial_in_parallel_and_benchmarks_one_at_a_time(tmp_pat
     assert spans["t01"]["train"].st_ctime < spans["t00"]["train"].st_mtime
     # benchmarks never overlap: sorted by start, each starts after the previous one's log last changed
     benches = sorted((v["bench"].st_ctime, v["bench"].st_mtime) for v in spans.values())
-    for (_, prev_end), (start, _) in zip(benches, benches[1:]):
+    for (_, prev_end), (start, _) in zip(benches, benches[1:], strict=False):
         assert start >= prev_end - 0.5
 
 

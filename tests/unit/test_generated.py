@@ -37,3 +37,23 @@ def test_json_schema_names_the_manifest_fields():
 
     schema = json.loads((ROOT / JSON_SCHEMA_PATH).read_text())
     assert {"apiVersion", "kind", "metadata", "spec"} <= set(schema["properties"])
+
+
+def test_grpc_stubs_are_fresh(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("generate_protos", ROOT / "protos" / "generate.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    fresh = {p.name: p.read_text() for p in module.generate(tmp_path)}
+    committed = ROOT / "services" / "inference" / "v2"
+    assert fresh, "no stubs were generated"
+    for name, text in fresh.items():
+        assert (committed / name).read_text() == text, f"services/inference/v2/{name} is stale: run `make proto`"
+
+
+def test_v2_stubs_import_through_the_package():
+    from fpgaflow.inference.v2 import grpc_predict_v2_pb2, grpc_predict_v2_pb2_grpc
+
+    assert grpc_predict_v2_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name == "inference.GRPCInferenceService"
+    assert hasattr(grpc_predict_v2_pb2_grpc, "GRPCInferenceServiceStub")
