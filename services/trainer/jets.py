@@ -62,7 +62,7 @@ _PEAK = np.array([0.0, 0.0, 80.4, 91.2, 173.0])  # resonance mass [GeV]
 _QCD_MASS_SCALE = np.array([28.0, 23.0, 0.0, 0.0, 0.0])  # gluons heavier [GeV]
 _MASS_RES = 0.23  # relative mass resolution: W and Z overlap heavily
 # Typical N2-like ratio e3 / e2^2 for 0 (unused), 1, 2 and 3 groomed prongs.
-_PRONG_RATIO = np.array([0.0, 0.40, 0.19, 0.29])
+_PRONG_RATIO = np.array([0.0, 0.40, 0.19, 0.26])
 
 
 def _smear(rng: np.random.Generator, n: int, sigma: float) -> np.ndarray:
