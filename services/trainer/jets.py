@@ -27,8 +27,14 @@ Class signatures:
 * ``t`` top quark: three prongs, mass peak near 173 GeV with a tail,
   intermediate N2/D2, the highest multiplicity.
 
-A fraction of W/Z/top jets fail grooming: a prong is removed, the mass drops
-(tops often to the W peak) and the substructure looks one prong fewer.
+A few per cent of W/Z/top jets fail grooming: a prong is removed, the mass
+drops (for half of those tops, to the W peak) and the substructure looks one
+prong fewer. The resonance mass is smeared coarsely (23%) so W and Z overlap.
+
+Difficulty is tuned to resemble the real set: a float Dense 64-32-32-5 MLP on
+standard-scaled features reaches about 0.77 test accuracy after 10 epochs on
+200,000 jets, and about 0.69 (2 epochs) to 0.72 (3 epochs) on 20,000 jets.
+No single feature on its own separates the classes.
 """
 
 import numpy as np
@@ -59,7 +65,7 @@ _RADIATION = np.array([1.00, 0.50, 0.40, 0.42, 0.80])  # colour: C_A > C_F > sin
 _PRONGS = np.array([1, 1, 2, 2, 3])  # hard prongs of the decay
 _GROOM_FAIL = np.array([0.0, 0.0, 0.05, 0.05, 0.08])  # P(grooming drops a prong)
 _PEAK = np.array([0.0, 0.0, 80.4, 91.2, 173.0])  # resonance mass [GeV]
-_QCD_MASS_SCALE = np.array([28.0, 23.0, 0.0, 0.0, 0.0])  # gluons heavier [GeV]
+_QCD_MASS_SCALE = np.array([28.0, 23.0, 1.0, 1.0, 1.0])  # gluons heavier; w/z/t unused
 _MASS_RES = 0.23  # relative mass resolution: W and Z overlap heavily
 # Typical N2-like ratio e3 / e2^2 for 0 (unused), 1, 2 and 3 groomed prongs.
 _PRONG_RATIO = np.array([0.0, 0.40, 0.19, 0.26])
@@ -91,7 +97,7 @@ def synthetic_jets(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     # --- groomed (mMDT) mass [GeV] ------------------------------------------
     # Every candidate is drawn for every jet (simple and vectorised); the
     # class and the grooming flag then pick one.
-    qcd_mass = 4.0 + rng.gamma(1.4, np.maximum(_QCD_MASS_SCALE[y], 1.0)) * pt / 1000.0
+    qcd_mass = 4.0 + rng.gamma(1.4, _QCD_MASS_SCALE[y]) * pt / 1000.0  # falling
     peak_mass = _PEAK[y] * (1.0 + _MASS_RES * rng.standard_normal(n))
     peak_mass += np.where(y == 4, rng.exponential(14.0, n), 0.0)  # top high tail
     # Groomed-away prong: W/Z fall to a soft, QCD-like mass; a top loses
@@ -102,9 +108,7 @@ def synthetic_jets(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
         80.4 * (1.0 + 0.11 * rng.standard_normal(n)),
         30.0 + rng.gamma(3.0, 22.0, n),
     )
-    mass = np.select(
-        [qcd, ~failed, y < 4], [qcd_mass, peak_mass, lost_vz_mass], lost_top_mass
-    )
+    mass = np.select([qcd, ~failed, y < 4], [qcd_mass, peak_mass, lost_vz_mass], lost_top_mass)
     mass = np.maximum(mass, 1.0)
 
     # --- constituent multiplicity and energy sharing (ungroomed jet) ------
@@ -136,9 +140,7 @@ def synthetic_jets(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
         """beta = 1 and beta = 2 versions of a ratio observable, correlated."""
         base = ratio * np.where(three, 1.0 + three_boost, 1.0)
         b1 = scale * base * np.exp(s_common * common + s_own * rng.standard_normal(n))
-        b2 = 0.8 * scale * base**power * np.exp(
-            1.2 * s_common * common + s_own * rng.standard_normal(n)
-        )
+        b2 = 0.8 * scale * base**power * np.exp(1.2 * s_common * common + s_own * rng.standard_normal(n))
         return b1, b2
 
     n2_b1, n2_b2 = pair(1.0, 1.15, 0.08, 0.05)
