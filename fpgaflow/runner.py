@@ -113,6 +113,7 @@ class LocalRunner:
         self.procs = Processes()
         self.progress = progress or (lambda trial, what: None)
         self._bench_lock = threading.Lock()  # one benchmark at a time: they must not share the cores
+        self.timeline: list[dict] = []  # what ran when, written beside the report
 
     # ---------------------------------------------------------------- preparation
     def prepare(self) -> None:
@@ -142,10 +143,13 @@ class LocalRunner:
         if td.done(stage):
             return
         log = td.stage_dir(stage) / "log.txt"
+        started = time.time()
         proc = self.procs.start([self.settings.python, "-m", "fpgaflow", stage, "--trial-dir", str(td.root)], log)
         while proc.poll() is None:
             self.progress(td.root.name, _describe(td, stage))
             time.sleep(0.5)
+        self.timeline.append({"trial": td.root.name, "stage": stage, "start": started, "end": time.time(),
+                              "exit_code": proc.returncode})
         if proc.returncode != 0:
             error = td.error(stage) or {"reason": "StageFailed", "message": f"{stage} exited with {proc.returncode}; see {log}"}
             raise StageError(error["message"], reason=error["reason"])
@@ -248,6 +252,7 @@ class LocalRunner:
                  "git commit": (read_json(self.folder / "experiment.json")["git"].get("commit") or "not in git")}
         path = self.folder / "report.md"
         path.write_text(markdown(self.experiment.name, summaries, facts))
+        write_json(self.folder / "timeline.json", sorted(self.timeline, key=lambda e: e["start"]))
         return path
 
 
