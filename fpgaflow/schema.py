@@ -46,6 +46,10 @@ def _inline(node: Any, defs: dict) -> Any:
         if key == "const":
             out["enum"] = [value]
             continue
+        if key in ("exclusiveMinimum", "exclusiveMaximum") and not isinstance(value, bool):  # to OpenAPI 3.0's form
+            out["minimum" if key == "exclusiveMinimum" else "maximum"] = value
+            out[key] = True
+            continue
         if key == "additionalProperties" and value is False:
             continue  # structural schemas prune unknown fields; validation happens in the model
         out[key] = _inline(value, defs)
