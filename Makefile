@@ -31,11 +31,11 @@ $(STAMP): pyproject.toml
 demo: install
 	$(BIN)/fpgaflow run examples/jet-tagger.yaml
 
-test: install
+test: install envtest
 	$(BIN)/python -m pytest
 
 test-fast: install
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -m "not slow and not cluster"
 
 proto: install
 	$(BIN)/python protos/generate.py

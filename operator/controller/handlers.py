@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import threading
 from pathlib import Path
 
 import kopf
@@ -51,6 +52,10 @@ def settings_from_env(env: dict[str, str] = os.environ) -> ClusterSettings:
 
 
 SETTINGS = settings_from_env()
+# Decisions about different Experiments share the operator-wide limit on running trials: they are made
+# one at a time, and each one's count is known here before its status patch reaches the API server.
+_DECIDING = threading.Lock()
+_RUNNING: dict[tuple[str, str], int] = {}
 
 
 @kopf.on.startup()
@@ -140,8 +145,13 @@ def gpu_available() -> bool:
 
 
 def running_elsewhere(namespace: str, name: str) -> int:
+    """Trials running in the other Experiments: as last decided here, else (after a restart) their status."""
     items = kubernetes.client.CustomObjectsApi().list_namespaced_custom_object(GROUP, VERSION, namespace, "experiments")["items"]
-    return sum(int((e.get("status") or {}).get("runningTrials") or 0) for e in items if e["metadata"]["name"] != name)
+    return sum(
+        _RUNNING.get((namespace, e["metadata"]["name"]), int((e.get("status") or {}).get("runningTrials") or 0))
+        for e in items
+        if e["metadata"]["name"] != name
+    )
 
 
 # ----------------------------------------------------------------------------------- actions
@@ -189,9 +199,11 @@ def reconcile_experiment(body, name, namespace, patch, logger, **_) -> None:
     for trial in trials:
         TrialDir.create(trial_dir(SETTINGS, namespace, name, trial.name), name, trial.name, trial.parameters, trial.spec)
     parallel = experiment.spec.sweep.parallel_trials if experiment.spec.sweep else 1
-    decision = reconcile(trials, observe(namespace, name, trials), parallel, running_elsewhere(namespace, name),
-                         SETTINGS.max_running_trials, gpu_available())
-    apply(body, namespace, name, decision, logger)
+    with _DECIDING:
+        decision = reconcile(trials, observe(namespace, name, trials), parallel, running_elsewhere(namespace, name),
+                             SETTINGS.max_running_trials, gpu_available())
+        apply(body, namespace, name, decision, logger)
+        _RUNNING[(namespace, name)] = decision.running
     best, accuracy = best_trial(decision.trials)
     finished = sum(t["phase"] in ("Succeeded", "Failed") for t in decision.trials)
     previous = (body.get("status") or {}).get("phase")
@@ -210,6 +222,7 @@ def reconcile_experiment(body, name, namespace, patch, logger, **_) -> None:
 @kopf.on.delete(GROUP, VERSION, "experiments")
 def cleanup(name, namespace, logger, **_) -> None:
     """Children are owned (garbage collection removes them); delete them too where no GC runs."""
+    _RUNNING.pop((namespace, name), None)
     selector = f"{LABEL_EXPERIMENT}={name}"
     batch, apps, core = kubernetes.client.BatchV1Api(), kubernetes.client.AppsV1Api(), kubernetes.client.CoreV1Api()
     for job in batch.list_namespaced_job(namespace, label_selector=selector).items:

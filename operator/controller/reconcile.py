@@ -56,11 +56,10 @@ def _trial_state(trial: Trial, obs: TrialObservation, gpu_available: bool) -> tu
         if stage not in obs.done:
             actions = [] if stage in obs.jobs else [Action("job", trial.name, stage)]
             return "Running", stage, actions, {}
-    if "bench" in obs.done:
-        return "Succeeded", None, [], {}
-
     targets = list(trial.spec.serve.targets)
     unavailable = {"gpu": "no node offers nvidia.com/gpu"} if "gpu" in targets and not gpu_available else {}
+    if "bench" in obs.done:
+        return "Succeeded", None, [], {"unavailable": unavailable}
     wanted = [t for t in targets if t not in unavailable]
     actions = [Action("server", trial.name, t) for t in wanted if t not in obs.servers]
     if actions or not all(obs.servers.get(t) for t in wanted):
@@ -112,6 +111,9 @@ def _status(trial: Trial, phase: str, stage: str | None, obs: TrialObservation, 
     status = {"name": trial.name, "parameters": {k: str(v) for k, v in trial.parameters.items()}, "phase": phase,
               "stage": stage, "accuracy": summary.get("accuracy") or {}}
     bench = summary.get("benchmark") or {}
+    endpoints = {t: i["address"] for t, i in (bench.get("targets") or {}).items() if i.get("status") == "ready"}
+    if endpoints:
+        status["endpoints"] = endpoints
     if bench:
         status["benchmark"] = {
             f"{r['target']}@{r['concurrency']}": {"p50Ms": r.get("p50_ms"), "p99Ms": r.get("p99_ms"), "throughputRps": r["throughput_rps"]}

@@ -45,7 +45,8 @@ class FakeKubelet:
         self.seen: list[tuple[str, str]] = []  # (kind, name) in the order they appeared
 
     def _list(self, kind: str) -> list[dict]:
-        return json.loads(self.plane.kubectl("get", kind, "-n", self.namespace, "-o", "json").stdout)["items"]
+        selector = "app.kubernetes.io/managed-by=fpgaflow-operator"  # children of Experiments, not the chart's own
+        return json.loads(self.plane.kubectl("get", kind, "-n", self.namespace, "-l", selector, "-o", "json").stdout)["items"]
 
     def _patch_status(self, kind: str, name: str, status: dict) -> None:
         self.plane.kubectl("patch", kind, name, "-n", self.namespace, "--subresource=status", "--type=merge",
@@ -117,7 +118,7 @@ class Operator:
         self.plane, self.artifacts, self.env = plane, artifacts, env
         self.kubeconfig = plane.service_account_kubeconfig(NAMESPACE, "fpgaflow-operator")
         self.proc: subprocess.Popen | None = None
-        self.log = artifacts / "operator.log"
+        self.log = artifacts.parent / "operator.log"
 
     def start(self) -> Operator:
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "FPGAFLOW_ARTIFACTS_ROOT": str(self.artifacts),
@@ -135,7 +136,9 @@ class Operator:
 
 @pytest.fixture
 def artifacts(tmp_path):
-    return tmp_path / "artifacts"
+    path = tmp_path / "artifacts"
+    path.mkdir()
+    return path
 
 
 def get(plane, name: str) -> dict:
@@ -173,7 +176,7 @@ def test_an_experiment_runs_to_succeeded_under_the_operator(control_plane, insta
 
         wait_for(phase, 600, step=kubelet.step, what="the Experiment to finish")
         status = get(control_plane, "e2e")["status"]
-        assert status["phase"] == "Succeeded", (status, (artifacts / "operator.log").read_text()[-3000:])
+        assert status["phase"] == "Succeeded", (status, (artifacts.parent / "operator.log").read_text()[-3000:])
         assert phases[0] in ("Pending", "Running") and "Running" in phases and phases[-1] == "Succeeded"
         assert status["trialsSummary"] == "1/1" and status["bestTrial"] == "t00"
         [trial] = status["trials"]

@@ -1,0 +1,96 @@
+"""The operator's decisions, without a cluster."""
+
+from fpgaflow.controller.manifests import ClusterSettings, child_name, server_deployment, stage_job
+from fpgaflow.controller.reconcile import TrialObservation, best_trial, reconcile
+from fpgaflow.plan import plan_trials
+from fpgaflow.spec import parse_experiment
+
+
+def trials(n=1, parallel=1, targets=("cpu", "gpu", "fpga")):
+    sweep = {"sweep": {"parallelTrials": parallel, "parameters": {"hls.reuseFactor": list(range(1, n + 1))}}} if n > 1 else {}
+    exp = parse_experiment({"metadata": {"name": "e"}, "spec": {"serve": {"targets": list(targets)}, **sweep}})
+    return plan_trials(exp.spec)
+
+
+def decide(ts, observed=None, parallel=1, elsewhere=0, limit=4, gpu=False):
+    return reconcile(ts, observed or {}, parallel, elsewhere, limit, gpu)
+
+
+def test_a_new_trial_starts_with_its_train_job():
+    d = decide(trials())
+    assert [(a.kind, a.trial, a.name) for a in d.actions] == [("job", "t00", "train")]
+    assert d.phase == "Running" and d.trials[0]["stage"] == "train"
+
+
+def test_stages_follow_each_other_and_nothing_is_created_twice():
+    ts = trials()
+    assert decide(ts, {"t00": TrialObservation(jobs={"train": "active"})}).actions == []
+    d = decide(ts, {"t00": TrialObservation(jobs={"train": "succeeded"}, done=frozenset({"train"}))})
+    assert [(a.kind, a.name) for a in d.actions] == [("job", "convert")]
+    done = frozenset({"train", "convert"})
+    d = decide(ts, {"t00": TrialObservation(jobs={"train": "succeeded", "convert": "succeeded"}, done=done)})
+    assert [(a.kind, a.name) for a in d.actions] == [("server", "cpu"), ("server", "fpga")], "no gpu server without a GPU node"
+    assert d.trials[0]["unavailable"] == {"gpu": "no node offers nvidia.com/gpu"}
+    d = decide(ts, {"t00": TrialObservation(jobs={"train": "succeeded", "convert": "succeeded"}, done=done,
+                                            servers={"cpu": True, "fpga": False})})
+    assert d.actions == [] and d.trials[0]["stage"] == "serve"
+    d = decide(ts, {"t00": TrialObservation(jobs={"train": "succeeded", "convert": "succeeded"}, done=done,
+                                            servers={"cpu": True, "fpga": True})})
+    assert [(a.kind, a.name) for a in d.actions] == [("endpoints", "serve"), ("job", "bench")]
+    assert d.actions[0].detail == {"targets": ["cpu", "fpga"], "unavailable": {"gpu": "no node offers nvidia.com/gpu"}}
+
+
+def test_a_gpu_node_gets_a_gpu_server():
+    done = frozenset({"train", "convert"})
+    d = decide(trials(), {"t00": TrialObservation(done=done)}, gpu=True)
+    assert [a.name for a in d.actions] == ["cpu", "gpu", "fpga"]
+
+
+def test_a_stage_error_fails_the_trial_with_its_reason():
+    obs = TrialObservation(jobs={"train": "succeeded", "convert": "failed"}, done=frozenset({"train"}),
+                           errors={"convert": {"reason": "FidelityCheckFailed", "message": "agreement 50%"}})
+    d = decide(trials(), {"t00": obs})
+    assert d.phase == "Failed" and d.actions == []
+    assert (d.trials[0]["stage"], d.trials[0]["reason"], d.trials[0]["message"]) == ("convert", "FidelityCheckFailed", "agreement 50%")
+    d = decide(trials(), {"t00": TrialObservation(jobs={"train": "failed"})})
+    assert d.trials[0]["reason"] == "JobFailed"
+
+
+def test_parallel_trials_and_the_operator_wide_limit_queue_the_rest():
+    ts = trials(n=4, parallel=2)
+    d = decide(ts, parallel=2)
+    assert [a.trial for a in d.actions] == ["t00", "t01"] and d.running == 2
+    assert [t["phase"] for t in d.trials] == ["Running", "Running", "Queued", "Queued"] and d.phase == "Running"
+    d = decide(ts, parallel=2, elsewhere=3, limit=4)
+    assert [a.trial for a in d.actions] == ["t00"]
+    d = decide(ts, parallel=2, elsewhere=4, limit=4)
+    assert d.actions == [] and d.phase == "Queued"
+
+
+def test_finished_trials_free_their_slot_and_the_best_is_named():
+    ts = trials(n=3, parallel=1)
+    finished = TrialObservation(done=frozenset({"train", "convert", "bench"}), summary={"accuracy": {"emulated": 0.7}})
+    d = decide(ts, {"t00": finished})
+    assert [t["phase"] for t in d.trials] == ["Succeeded", "Running", "Queued"]
+    better = TrialObservation(done=frozenset({"train", "convert", "bench"}), summary={"accuracy": {"emulated": 0.8}})
+    d = decide(ts, {"t00": finished, "t01": better, "t02": finished})
+    assert d.phase == "Succeeded" and best_trial(d.trials) == ("t01", 0.8)
+
+
+def test_manifests_are_labelled_mount_the_artifacts_and_ask_for_a_gpu():
+    settings = ClusterSettings()
+    job = stage_job(settings, "ns", "exp", "t00", "train")
+    pod = job["spec"]["template"]["spec"]
+    assert job["metadata"]["labels"]["fpgaflow.io/experiment"] == "exp" and job["metadata"]["labels"]["fpgaflow.io/trial"] == "t00"
+    assert pod["containers"][0]["args"] == ["train", "--trial-dir", "/artifacts/ns/exp/t00"]
+    assert pod["volumes"][0]["persistentVolumeClaim"]["claimName"] == "fpgaflow-artifacts"
+    assert pod["restartPolicy"] == "Never" and job["spec"]["backoffLimit"] == 0
+    gpu = server_deployment(settings, "ns", "exp", "t00", "gpu")
+    assert gpu["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert "resources" not in server_deployment(settings, "ns", "exp", "t00", "cpu")["spec"]["template"]["spec"]["containers"][0]
+
+
+def test_child_names_are_dns_labels():
+    assert child_name("exp", "t00", "train") == "exp-t00-train"
+    long = child_name("x" * 40, "t00", "convert")
+    assert len(long) <= 63 and long == child_name("x" * 40, "t00", "convert")
