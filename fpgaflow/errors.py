@@ -18,9 +18,6 @@ class FpgaflowError(Exception):
         if reason is not None:
             self.reason = reason
 
-    def to_dict(self) -> dict:
-        return {"reason": self.reason, "message": str(self)}
-
 
 class SpecError(FpgaflowError):
     """A manifest or spec that is wrong; ``problems`` lists (field path, message) pairs."""

@@ -234,7 +234,7 @@ class LocalRunner:
                 if not pending or any(f.exception() for f in done):
                     break
         except KeyboardInterrupt:
-            self.procs.stop_all()
+            self.procs.stop_all()  # before waiting on the pool: its threads wait on these processes
             pool.shutdown(wait=True, cancel_futures=True)
             self.store.set_experiment_phase(self.experiment.name, "Failed", "Interrupted")
             raise

@@ -104,9 +104,6 @@ class RunStore:
             (experiment, name, json.dumps(parameters), time.time(), *fields.values()),
         )
 
-    def delete_experiment(self, name: str) -> None:
-        self._write("DELETE FROM experiments WHERE name=?", (name,))
-
     def experiments(self) -> list[dict]:
         if not self.db_path.exists():
             return []

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from fpgaflow.errors import FpgaflowError, MissingArtifact, StageError, StaleResult
-from fpgaflow.spec import ExperimentSpec
+from fpgaflow.spec import ExperimentSpec, spec_to_dict
 
 STAGES = ("train", "convert", "serve", "bench")
 # Test samples every stage evaluates on (the fidelity check, the served accuracy): the first N of testset.npz.
@@ -61,7 +61,7 @@ class TrialDir:
     def create(cls, root: Path, experiment: str, trial: str, parameters: dict, spec: ExperimentSpec) -> TrialDir:
         """Write spec.json for a new trial, or check that an existing one holds the same spec."""
         td = cls(Path(root))
-        doc = {"experiment": experiment, "trial": trial, "parameters": parameters, "spec": spec.model_dump(mode="json", by_alias=True)}
+        doc = {"experiment": experiment, "trial": trial, "parameters": parameters, "spec": spec_to_dict(spec)}
         if td.spec_path.exists():
             if read_json(td.spec_path)["spec"] != doc["spec"]:
                 raise StaleResult(f"{td.root} holds trial {trial} with a different spec; use another experiment name or --replace")

@@ -17,6 +17,9 @@ from kubernetes.client.rest import ApiException
 
 from fpgaflow.controller.manifests import (
     LABEL_EXPERIMENT,
+    LABEL_STAGE,
+    LABEL_TARGET,
+    LABEL_TRIAL,
     ClusterSettings,
     server_deployment,
     server_service,
@@ -115,23 +118,26 @@ def _job_state(job) -> str:
 
 
 def observe(namespace: str, name: str, trials: list[Trial]) -> dict[str, TrialObservation]:
+    """The Experiment's children, grouped by trial, and what each trial folder says (it exists by now)."""
     selector = f"{LABEL_EXPERIMENT}={name}"
-    jobs = kubernetes.client.BatchV1Api().list_namespaced_job(namespace, label_selector=selector).items
-    deployments = kubernetes.client.AppsV1Api().list_namespaced_deployment(namespace, label_selector=selector).items
+    jobs: dict[str, dict[str, str]] = {}
+    servers: dict[str, dict[str, bool]] = {}
+    for job in kubernetes.client.BatchV1Api().list_namespaced_job(namespace, label_selector=selector).items:
+        labels = job.metadata.labels or {}
+        jobs.setdefault(labels.get(LABEL_TRIAL), {})[labels.get(LABEL_STAGE)] = _job_state(job)
+    for dep in kubernetes.client.AppsV1Api().list_namespaced_deployment(namespace, label_selector=selector).items:
+        labels = dep.metadata.labels or {}
+        ready = bool(dep.status and (dep.status.available_replicas or 0) > 0)
+        servers.setdefault(labels.get(LABEL_TRIAL), {})[labels.get(LABEL_TARGET)] = ready
     observed = {}
     for trial in trials:
         td = TrialDir(trial_dir(SETTINGS, namespace, name, trial.name))
-        labels_of = lambda o: o.metadata.labels or {}  # noqa: E731
-        trial_jobs = {labels_of(j)["fpgaflow.io/stage"]: _job_state(j) for j in jobs if labels_of(j).get("fpgaflow.io/trial") == trial.name}
-        servers = {labels_of(d)["fpgaflow.io/target"]: bool(d.status and (d.status.available_replicas or 0) > 0)
-                   for d in deployments if labels_of(d).get("fpgaflow.io/trial") == trial.name}
-        present = td.spec_path.exists()
         observed[trial.name] = TrialObservation(
-            jobs=trial_jobs,
-            servers=servers,
-            done=frozenset(s for s in ("train", "convert", "bench") if present and td.done(s)),
-            errors={s: e for s in ("train", "convert", "bench") if present and (e := td.error(s))},
-            summary=trial_summary(td) if present else {},
+            jobs=jobs.get(trial.name, {}),
+            servers=servers.get(trial.name, {}),
+            done=frozenset(s for s in ("train", "convert", "bench") if td.done(s)),
+            errors={s: e for s in ("train", "convert", "bench") if (e := td.error(s))},
+            summary=trial_summary(td),
         )
     return observed
 
