@@ -65,6 +65,9 @@ _RUNNING: dict[tuple[str, str], int] = {}
 def configure(settings: kopf.OperatorSettings, **_) -> None:
     settings.peering.standalone = True
     settings.posting.level = 20  # INFO and above become Kubernetes events
+    # A deleted Experiment keeps Kopf's finalizer until its reconcile timer has exited; Kopf looks again
+    # only every 60 s by default, so a deletion during a reconciliation would hang for a minute.
+    settings.background.cancellation_polling = 1
     try:
         kubernetes.config.load_incluster_config()
     except kubernetes.config.ConfigException:

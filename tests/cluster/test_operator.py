@@ -199,7 +199,9 @@ def test_an_experiment_runs_to_succeeded_under_the_operator(control_plane, insta
         printed = control_plane.kubectl("get", "experiments", "-n", NAMESPACE, "e2e").stdout
         assert "Succeeded" in printed and "1/1" in printed
 
-        control_plane.kubectl("delete", "experiment", "e2e", "-n", NAMESPACE, "--wait=true", "--timeout=60s")
+        deleted = control_plane.kubectl("delete", "experiment", "e2e", "-n", NAMESPACE, "--wait=true", "--timeout=60s", check=False)
+        left = control_plane.kubectl("get", "experiment", "e2e", "-n", NAMESPACE, "-o", "json", check=False)
+        assert deleted.returncode == 0, (deleted.stderr, left.stdout[:1500], (artifacts.parent / "operator.log").read_text()[-4000:])
         left = control_plane.kubectl("get", "jobs,deployments,services", "-n", NAMESPACE, "-l", "fpgaflow.io/experiment=e2e", "-o", "name").stdout
         assert left.strip() == "", f"children outlived their Experiment: {left}"
     finally:
