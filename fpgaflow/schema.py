@@ -1,6 +1,6 @@
-"""Generated files, all from the spec model: the CRD (openAPIV3Schema) and the CLI's JSON schema.
+"""Generated files: the CRD (openAPIV3Schema) and the CLI's JSON schema from the spec model, and the dashboards.
 
-``make generate`` (``fpgaflow schema``) writes them; a test fails when a committed copy is stale.
+``make generate`` (``fpgaflow generate``) writes them; a test fails when a committed copy is stale.
 """
 
 from __future__ import annotations
@@ -114,10 +114,14 @@ def json_schema() -> dict:
 
 
 def rendered() -> dict[Path, str]:
+    """Every generated file of the repository, by path: the CRD, the JSON schema, the dashboards."""
+    from fpgaflow import dashboards
+
     header = "# Generated from fpgaflow.spec by `make generate`; do not edit.\n"
     return {
         CRD_PATH: header + yaml.safe_dump(crd(), sort_keys=False, width=120),
         JSON_SCHEMA_PATH: json.dumps(json_schema(), indent=2) + "\n",
+        **dashboards.rendered(),
     }
 
 

@@ -18,6 +18,8 @@ LABEL_STAGE = f"{GROUP}/stage"
 LABEL_TARGET = f"{GROUP}/target"
 GRPC_PORT = 8500
 METRICS_PORT = 8000
+# For a Prometheus configured with the common kubernetes-pods / kubernetes-service-endpoints jobs.
+SCRAPE_ANNOTATIONS = {"prometheus.io/scrape": "true", "prometheus.io/port": str(METRICS_PORT), "prometheus.io/path": "/metrics"}
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,11 @@ def stage_job(settings: ClusterSettings, namespace: str, experiment: str, trial:
     }
     if stage == "bench":
         container["command"] = ["fpgaflow"]
+    template_metadata: dict = {"labels": labels(experiment, trial, stage=stage)}
+    if stage == "train":  # live training metrics for the dashboards
+        container["args"] += ["--metrics-host", "0.0.0.0", "--metrics-port", str(METRICS_PORT)]
+        container["ports"] = [{"name": "metrics", "containerPort": METRICS_PORT}]
+        template_metadata["annotations"] = dict(SCRAPE_ANNOTATIONS)
     if stage in settings.resources:
         container["resources"] = settings.resources[stage]
     pod_spec = {"restartPolicy": "Never", "containers": [container], "volumes": [volume], "securityContext": pod_security}
@@ -100,7 +107,7 @@ def stage_job(settings: ClusterSettings, namespace: str, experiment: str, trial:
                      "labels": labels(experiment, trial, stage=stage)},
         "spec": {
             "backoffLimit": 0,
-            "template": {"metadata": {"labels": labels(experiment, trial, stage=stage)}, "spec": pod_spec},
+            "template": {"metadata": template_metadata, "spec": pod_spec},
         },
     }
 
@@ -136,7 +143,7 @@ def server_deployment(settings: ClusterSettings, namespace: str, experiment: str
             "selector": {"matchLabels": selector},
             "template": {
                 "metadata": {"labels": selector,
-                             "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": str(METRICS_PORT)}},
+                             "annotations": dict(SCRAPE_ANNOTATIONS)},
                 "spec": {"containers": [container], "volumes": [volume], "securityContext": pod_security},
             },
         },
@@ -152,7 +159,7 @@ def server_service(namespace: str, experiment: str, trial: str, target: str) -> 
             "name": child_name(experiment, trial, target),
             "namespace": namespace,
             "labels": selector,
-            "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": str(METRICS_PORT)},
+            "annotations": dict(SCRAPE_ANNOTATIONS),
         },
         "spec": {
             "selector": selector,

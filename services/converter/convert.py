@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from fpgaflow.converter.emulator import load_emulator, write_manifest
+from fpgaflow.converter.timing import estimate_hls_model
 from fpgaflow.errors import FidelityError, MissingArtifact
 from fpgaflow.preprocess import Scaler
 from fpgaflow.spec import HLSSpec
@@ -160,6 +161,8 @@ def run(trial: TrialDir, out: Path) -> dict:
     write_json(out / "fidelity.json", report)
     write_json(out / "hls_config.json", config)
     _check(report, hls)
+    timing = estimate_hls_model(hls_model, hls.clock_period)
+    write_json(out / "timing.json", timing)
 
     emulator_dir = out / "emulator"
     shutil.rmtree(emulator_dir, ignore_errors=True)
@@ -180,6 +183,7 @@ def run(trial: TrialDir, out: Path) -> dict:
             "io_type": hls.io_type,
             "clock_period_ns": hls.clock_period,
             "hls4ml_version": hls4ml.__version__,
+            "timing": timing,
         },
     )
     # The artifact must reproduce the check just made, from a fresh load.
@@ -191,6 +195,7 @@ def run(trial: TrialDir, out: Path) -> dict:
         tar.add(project_dir, arcname=f"{trial.experiment}-{trial.root.name}-hls4ml_prj")
     return {
         "fidelity": report,
+        "timing": {k: timing[k] for k in ("latency_cycles", "ii_cycles", "latency_ns", "ii_ns")},
         "project": str(project_dir.relative_to(trial.root)),
         "tarball": "convert/hls4ml_prj.tar.gz",
         "emulator": "convert/emulator",

@@ -17,6 +17,10 @@ class Backend(Protocol):
 
     def predict(self, x: np.ndarray) -> np.ndarray: ...
 
+    def device_seconds(self, batch: int) -> float | None:
+        """Modelled time of the batch on the target device, where a model of it exists."""
+        ...
+
 
 class KerasBackend:
     """The trained Keras model on one TensorFlow device, called through a compiled tf.function."""
@@ -39,6 +43,9 @@ class KerasBackend:
         with self._tf.device(self._device):
             return self._fn(self._tf.constant(x)).numpy()
 
+    def device_seconds(self, batch: int) -> float | None:
+        return None  # the measured compute time is the device time
+
 
 class EmulatorBackend:
     """hls4ml's compiled C simulation of the firmware: bit-exact, wall time is not device time."""
@@ -50,14 +57,25 @@ class EmulatorBackend:
 
         self._emulator = load_emulator(emulator_dir)
         info = self._emulator.info
+        self.timing: dict | None = info.get("timing")
         self.description = (
             f"hls4ml {info.get('hls4ml_version')} C simulation of the firmware ({info.get('precision')}, "
             f"reuse {info.get('reuse_factor')}, {info.get('strategy')}) on one CPU core; measured times are "
             "emulation wall time, not device latency"
         )
+        if self.timing:
+            self.description += (
+                f"; modelled device latency {self.timing['latency_ns']:g} ns, II {self.timing['ii_ns']:g} ns "
+                f"at {self.timing['clock_period_ns']:g} ns clock"
+            )
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         return self._emulator.predict(x)
+
+    def device_seconds(self, batch: int) -> float | None:
+        from fpgaflow.converter.timing import device_seconds
+
+        return None if self.timing is None else device_seconds(self.timing, batch)
 
 
 def visible_gpus() -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 LATENCY_BUCKETS = (5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
+DEVICE_BUCKETS = (5e-8, 1e-7, 2e-7, 5e-7, 1e-6, 2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 1e-3, 1e-2, 0.1)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 
 
@@ -23,6 +24,11 @@ class ServerMetrics:
             "fpgaflow_requests", "Requests answered, by gRPC status code.", ["model", "target", "method", "code"], registry=r)
         self.in_flight = Gauge(
             "fpgaflow_requests_in_flight", "Requests being handled now.", ["model", "target"], registry=r)
+        self.device_seconds = Histogram(
+            "fpgaflow_device_latency_seconds",
+            "Modelled time of a batch on the target device (fpga: the converter's timing estimate, "
+            "latency + (batch - 1) x II at the clock); absent where the measured compute time is the device time.",
+            ["model", "target"], buckets=DEVICE_BUCKETS, registry=r)
         self.batch_size = Histogram(
             "fpgaflow_batch_size", "Samples per back-end call.", ["model", "target"], buckets=BATCH_BUCKETS, registry=r)
         self.info = Info("fpgaflow_server", "What this server serves.", ["model", "target"], registry=r)
@@ -31,6 +37,8 @@ class ServerMetrics:
         self.request_seconds.labels(self.model, self.target, method).observe(seconds)
         self.requests.labels(self.model, self.target, method, code).inc()
 
-    def observe_compute(self, batch: int, seconds: float) -> None:
+    def observe_compute(self, batch: int, seconds: float, device_seconds: float | None = None) -> None:
         self.compute_seconds.labels(self.model, self.target).observe(seconds)
         self.batch_size.labels(self.model, self.target).observe(batch)
+        if device_seconds is not None:
+            self.device_seconds.labels(self.model, self.target).observe(device_seconds)

@@ -50,5 +50,5 @@ class ServedModel:
         started = time.perf_counter()
         y = self.backend.predict(x)
         if self.metrics is not None:
-            self.metrics.observe_compute(len(x), time.perf_counter() - started)
+            self.metrics.observe_compute(len(x), time.perf_counter() - started, self.backend.device_seconds(len(x)))
         return y

@@ -12,6 +12,7 @@ from fpgaflow.plots import plot_training
 from fpgaflow.preprocess import Scaler
 from fpgaflow.trainer.datasets import load_dataset
 from fpgaflow.trainer.model import build_model
+from fpgaflow.trainer.monitor import MetricsReporter, TrainingMetrics
 from fpgaflow.trial import TrialDir, write_json
 
 
@@ -35,8 +36,13 @@ class HistoryRecorder(keras.callbacks.Callback):
         write_json(self.path, {"total_epochs": self.total, "epochs": self.epochs})
 
 
-def run(trial: TrialDir, out: Path) -> dict:
+def run(trial: TrialDir, out: Path, metrics_address: tuple[str, int] | None = None) -> dict:
+    """Train the trial's model; with ``metrics_address`` (host, port) live metrics are served there."""
     spec = trial.spec()
+    monitor = None
+    if metrics_address is not None:
+        monitor = TrainingMetrics(trial.experiment, trial.root.name)
+        monitor.serve(metrics_address[1], host=metrics_address[0])
     keras.utils.set_random_seed(spec.dataset.seed)
     data = load_dataset(spec.dataset)
     scaler = Scaler.fit(data.x_train, data.features)
@@ -54,6 +60,9 @@ def run(trial: TrialDir, out: Path) -> dict:
         HistoryRecorder(out / "history.json", spec.train.epochs),
         keras.callbacks.ModelCheckpoint(str(checkpoints / "last.weights.h5"), save_weights_only=True),
     ]
+    if monitor is not None:
+        fit_samples = len(x_train) - int(len(x_train) * spec.train.validation_fraction)
+        callbacks.append(MetricsReporter(monitor, spec.train.epochs, fit_samples))
     if spec.train.early_stopping:
         callbacks.append(
             keras.callbacks.EarlyStopping(patience=spec.train.early_stopping.patience, restore_best_weights=True)

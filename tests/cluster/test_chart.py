@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
+from fpgaflow.dashboards import DASHBOARD_PATH
 from tests.cluster.conftest import NAMESPACE
 from tests.conftest import ROOT
 
@@ -16,11 +17,21 @@ def test_helm_lint_is_clean(helm):
     assert "0 chart(s) failed" in done.stdout
 
 
-def test_rendered_objects_pass_the_api_servers_validation(control_plane, helm):
+@pytest.fixture(scope="module")
+def monitoring_crds(control_plane):
+    """The Prometheus Operator's ServiceMonitor and PodMonitor CRDs (make envtest takes them from its module)."""
+    for crd in sorted((ROOT / ".cache" / "envtest" / "crds").glob("monitoring.coreos.com_*.yaml")):
+        control_plane.kubectl("apply", "--server-side", "-f", str(crd))
+    control_plane.kubectl("wait", "--for=condition=Established", "--timeout=60s",
+                          "crd/servicemonitors.monitoring.coreos.com", "crd/podmonitors.monitoring.coreos.com")
+
+
+def test_rendered_objects_pass_the_api_servers_validation(control_plane, helm, monitoring_crds):
     rendered = helm("template", "fpgaflow", "charts/fpgaflow", "--namespace", "default",
-                    "--set", "serviceMonitor.enabled=false").stdout
+                    "--set", "serviceMonitor.enabled=true,podMonitor.enabled=true").stdout
     kinds = sorted(d["kind"] for d in yaml.safe_load_all(rendered) if d)
-    assert kinds == ["ClusterRole", "ClusterRoleBinding", "Deployment", "PersistentVolumeClaim", "Role", "RoleBinding", "ServiceAccount"]
+    assert kinds == ["ClusterRole", "ClusterRoleBinding", "ConfigMap", "Deployment", "PersistentVolumeClaim", "PodMonitor",
+                     "Role", "RoleBinding", "ServiceAccount", "ServiceMonitor"]
     # server-side dry run: every object is checked against the Kubernetes schemas, nothing is stored
     done = control_plane.kubectl("apply", "--dry-run=server", "-f", "-", input=rendered)
     assert done.stdout.count("(server dry run)") == len(kinds)
@@ -39,6 +50,17 @@ def test_operator_deployment_is_locked_down(helm):
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+
+
+def test_dashboards_ship_as_configmaps_for_grafanas_sidecar(helm):
+    rendered = helm("template", "fpgaflow", "charts/fpgaflow", "--set", "dashboards.annotations.grafana_folder=fpgaflow").stdout
+    maps = [d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "ConfigMap"]
+    assert len(maps) == len(list((ROOT / "charts/fpgaflow/dashboards").glob("*.json"))) == 1
+    assert maps[0]["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert maps[0]["metadata"]["annotations"] == {"grafana_folder": "fpgaflow"}
+    assert maps[0]["data"]["fpgaflow-comparison.json"] == (ROOT / DASHBOARD_PATH).read_text().rstrip("\n")
+    off = helm("template", "fpgaflow", "charts/fpgaflow", "--set", "dashboards.enabled=false").stdout
+    assert "kind: ConfigMap" not in off
 
 
 def test_helm_install_and_the_examples_apply(control_plane, installed):

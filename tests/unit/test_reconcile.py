@@ -82,7 +82,11 @@ def test_manifests_are_labelled_mount_the_artifacts_and_ask_for_a_gpu():
     job = stage_job(settings, "ns", "exp", "t00", "train")
     pod = job["spec"]["template"]["spec"]
     assert job["metadata"]["labels"]["fpgaflow.io/experiment"] == "exp" and job["metadata"]["labels"]["fpgaflow.io/trial"] == "t00"
-    assert pod["containers"][0]["args"] == ["train", "--trial-dir", "/artifacts/ns/exp/t00"]
+    assert pod["containers"][0]["args"][:3] == ["train", "--trial-dir", "/artifacts/ns/exp/t00"]
+    # the trainer serves live metrics on the pod's metrics port, announced to the scraper
+    assert pod["containers"][0]["args"][3:] == ["--metrics-host", "0.0.0.0", "--metrics-port", "8000"]
+    assert pod["containers"][0]["ports"] == [{"name": "metrics", "containerPort": 8000}]
+    assert job["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] == "8000"
     assert pod["volumes"][0]["persistentVolumeClaim"]["claimName"] == "fpgaflow-artifacts"
     assert pod["restartPolicy"] == "Never" and job["spec"]["backoffLimit"] == 0
     gpu = server_deployment(settings, "ns", "exp", "t00", "gpu")
