@@ -28,7 +28,7 @@ from fpgaflow.controller.manifests import (
     trial_dir,
 )
 from fpgaflow.controller.reconcile import Decision, TrialObservation, best_trial, reconcile
-from fpgaflow.errors import SpecError
+from fpgaflow.errors import SpecError, StaleResult
 from fpgaflow.plan import Trial, plan_trials
 from fpgaflow.report import trial_summary
 from fpgaflow.spec import API_VERSION, Experiment, parse_experiment
@@ -81,6 +81,18 @@ def _now() -> str:
 def _condition(kind: str, ok: bool, reason: str, message: str) -> dict:
     return {"type": kind, "status": "True" if ok else "False", "reason": reason, "message": message,
             "lastTransitionTime": _now()}
+
+
+def _with_condition(body, condition: dict) -> list[dict] | None:
+    """The status conditions with ``condition`` set (by type); None when it is already there as is."""
+    conditions = list((body.get("status") or {}).get("conditions") or [])
+    for existing in conditions:
+        if existing["type"] == condition["type"]:
+            if (existing["status"], existing["reason"]) == (condition["status"], condition["reason"]):
+                return None
+            conditions.remove(existing)
+            break
+    return [*conditions, condition]
 
 
 def _experiment(body) -> Experiment:
@@ -205,8 +217,19 @@ def reconcile_experiment(body, name, namespace, patch, logger, **_) -> None:
         trials = plan_trials(experiment.spec)
     except SpecError:
         return  # validate() has said why; nothing runs
-    for trial in trials:
-        TrialDir.create(trial_dir(SETTINGS, namespace, name, trial.name), name, trial.name, trial.parameters, trial.spec)
+    try:
+        for trial in trials:
+            TrialDir.create(trial_dir(SETTINGS, namespace, name, trial.name), name, trial.name, trial.parameters, trial.spec)
+    except StaleResult as exc:
+        # The spec was edited after its trials started: their results belong to the old spec and are kept.
+        conditions = _with_condition(body, _condition(
+            "Reconciled", False, exc.reason,
+            f"the spec changed after its trials started ({exc}); nothing more runs for it: "
+            "create a new Experiment for the new spec, or delete this one and apply it again"))
+        if conditions is not None:
+            patch.status["conditions"] = conditions
+            kopf.warn(body, reason=exc.reason, message=conditions[-1]["message"])
+        return
     parallel = experiment.spec.sweep.parallel_trials if experiment.spec.sweep else 1
     with _DECIDING:
         decision = reconcile(trials, observe(namespace, name, trials), parallel, running_elsewhere(namespace, name),
@@ -228,16 +251,7 @@ def reconcile_experiment(body, name, namespace, patch, logger, **_) -> None:
         logger.info(f"phase {previous or 'Pending'} -> {decision.phase}")
 
 
-@kopf.on.delete(GROUP, VERSION, "experiments")
-def cleanup(name, namespace, logger, **_) -> None:
-    """Children are owned (garbage collection removes them); delete them too where no GC runs."""
+@kopf.on.delete(GROUP, VERSION, "experiments", optional=True)
+def forget(name, namespace, **_) -> None:
+    """Kubernetes' garbage collector deletes the owned children; the trial folders stay on the volume."""
     _RUNNING.pop((namespace, name), None)
-    selector = f"{LABEL_EXPERIMENT}={name}"
-    batch, apps, core = kubernetes.client.BatchV1Api(), kubernetes.client.AppsV1Api(), kubernetes.client.CoreV1Api()
-    for job in batch.list_namespaced_job(namespace, label_selector=selector).items:
-        batch.delete_namespaced_job(job.metadata.name, namespace, propagation_policy="Background")
-    for dep in apps.list_namespaced_deployment(namespace, label_selector=selector).items:
-        apps.delete_namespaced_deployment(dep.metadata.name, namespace)
-    for svc in core.list_namespaced_service(namespace, label_selector=selector).items:
-        core.delete_namespaced_service(svc.metadata.name, namespace)
-    logger.info("children deleted")

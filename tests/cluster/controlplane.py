@@ -103,6 +103,13 @@ class ControlPlane:
         ])
         write_kubeconfig(self.admin_kubeconfig, self.server, ADMIN_TOKEN, "admin")
         self._wait_ready(timeout)
+        # Only the garbage collector: it deletes the children of a deleted owner, as in any cluster.
+        self._spawn("kube-controller-manager", [
+            str(binary("kube-controller-manager")),
+            "--kubeconfig", str(self.admin_kubeconfig),
+            "--controllers", "garbagecollector",
+            "--leader-elect=false", "--secure-port", "0",
+        ])
         return self
 
     def _wait_ready(self, timeout: float) -> None:

@@ -84,3 +84,16 @@ def test_a_bad_manifest_is_refused_by_the_api_server(control_plane, installed, s
     done = control_plane.kubectl("apply", "-n", NAMESPACE, "-f", "-", input=yaml.safe_dump(manifest), check=False)
     assert done.returncode != 0
     assert words in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("verb, resource, allowed", [
+    ("create", "jobs.batch", True), ("create", "deployments.apps", True), ("create", "services", True),
+    ("patch", "experiments.fpgaflow.io/status", True), ("list", "namespaces", True),
+    ("delete", "jobs.batch", False), ("delete", "experiments.fpgaflow.io", False), ("get", "secrets", False),
+    ("create", "pods", False),
+])
+def test_the_operators_service_account_has_least_privilege(control_plane, installed, verb, resource, allowed):
+    subresource = resource.split("/")[1:] and ["--subresource", resource.split("/")[1]]
+    done = control_plane.kubectl("auth", "can-i", verb, resource.split("/")[0], *subresource, "-n", NAMESPACE,
+                                 "--as", f"system:serviceaccount:{NAMESPACE}:fpgaflow-operator", check=False)
+    assert (done.stdout.strip() == "yes") is allowed, (verb, resource, done.stdout, done.stderr)

@@ -204,8 +204,12 @@ def test_an_experiment_runs_to_succeeded_under_the_operator(control_plane, insta
         deleted = control_plane.kubectl("delete", "experiment", "e2e", "-n", NAMESPACE, "--wait=true", "--timeout=60s", check=False)
         left = control_plane.kubectl("get", "experiment", "e2e", "-n", NAMESPACE, "-o", "json", check=False)
         assert deleted.returncode == 0, (deleted.stderr, left.stdout[:1500], (artifacts.parent / "operator.log").read_text()[-4000:])
-        left = control_plane.kubectl("get", "jobs,deployments,services", "-n", NAMESPACE, "-l", "fpgaflow.io/experiment=e2e", "-o", "name").stdout
-        assert left.strip() == "", f"children outlived their Experiment: {left}"
+        # Kubernetes' garbage collector (kube-controller-manager) removes what the Experiment owned
+        deadline = time.monotonic() + 60
+        while left := control_plane.kubectl("get", "jobs,deployments,services", "-n", NAMESPACE,
+                                            "-l", "fpgaflow.io/experiment=e2e", "-o", "name").stdout.strip():
+            assert time.monotonic() < deadline, f"children outlived their Experiment: {left}"
+            time.sleep(0.5)
     finally:
         operator.kill()
         kubelet.stop()
@@ -224,6 +228,19 @@ def test_a_failed_stage_fails_the_trial_with_its_reason(control_plane, installed
         assert (trial["phase"], trial["stage"], trial["reason"]) == ("Failed", "convert", "FidelityCheckFailed")
         assert "minAgreement" in trial["message"]
         assert not any(n.endswith("-fpga") for _, n in kubelet.seen), "nothing is served after a failed conversion"
+
+        # an edited spec does not reuse (or overwrite) the trial folders of the old one: it is a condition
+        control_plane.kubectl("patch", "experiment", "fails", "-n", NAMESPACE, "--type=merge",
+                              "-p", json.dumps({"spec": {"hls": {"reuseFactor": 2}}}))
+
+        def stale():
+            conditions = {c["type"]: c for c in get(control_plane, "fails")["status"].get("conditions", [])}
+            return conditions.get("Reconciled")
+
+        condition = wait_for(stale, 60, what="the Reconciled condition")
+        assert (condition["status"], condition["reason"]) == ("False", "ResultExists")
+        assert "create a new Experiment" in condition["message"]
+        assert len(kubelet._list("jobs")) == 2, "nothing new runs for the edited spec"
     finally:
         control_plane.kubectl("delete", "experiment", "fails", "-n", NAMESPACE, "--wait=true", "--timeout=60s", check=False)
         operator.kill()
