@@ -36,6 +36,7 @@ def trial_summary(trial: TrialDir) -> dict:
     summary["fidelity"] = fidelity or None
     summary["dataset"] = (train or {}).get("dataset")
     summary["benchmark"] = bench
+    summary["timing"] = (convert or {}).get("timing")  # the converter's modelled device latency
     return summary
 
 
@@ -73,10 +74,13 @@ def latency_rows(summaries: list[dict]) -> list[list[str]]:
             if info["status"] != "ready":
                 rows.append([s["name"], target, f"{info['status']}: {info.get('reason', '')}", *["—"] * 6])
                 continue
+            note = TARGET_NOTES.get(target, "")
+            if target == "fpga" and s.get("timing"):
+                note += f" (device, modelled: {s['timing']['latency_ns']:g} ns, II {s['timing']['ii_ns']:g} ns)"
             for run in (r for r in bench.get("runs", []) if r["target"] == target):
                 errors = sum(run["errors"].values())
                 rows.append([
-                    s["name"], target, TARGET_NOTES.get(target, ""), str(run["concurrency"]), _fmt(run.get("p50_ms"), 3),
+                    s["name"], target, note, str(run["concurrency"]), _fmt(run.get("p50_ms"), 3),
                     _fmt(run.get("p99_ms"), 3), _fmt(run.get("mean_ms"), 3), _fmt(run["throughput_rps"], 1), str(errors),
                 ])
     return rows

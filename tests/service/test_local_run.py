@@ -71,6 +71,10 @@ def test_report_numbers_are_sane(tiny_run):
         assert (trial / png).read_bytes()[:4] == b"\x89PNG"
     report = (tiny_run["folder"] / "report.md").read_text()
     assert "| t00 | cpu |" in report and "unavailable" in report
+    timing = json.loads((trial / "convert" / "timing.json").read_text())
+    assert f"(device, modelled: {timing['latency_ns']:g} ns, II {timing['ii_ns']:g} ns)" in report
+    assert timing["latency_cycles"] == sum(layer["latency_cycles"] for layer in timing["layers"]) > 0
+    assert [layer["name"] for layer in timing["layers"]] == ["fc1", "relu1", "fc2", "relu2", "output", "softmax"]
 
 
 def test_run_again_resumes_without_redoing_anything(tiny_run):
