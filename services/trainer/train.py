@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import numpy as np
 
 from fpgaflow.plots import plot_training
 from fpgaflow.preprocess import Scaler
+from fpgaflow.trainer.checkpoint import Checkpointer, ResumedEarlyStopping, latest, restore_rng
 from fpgaflow.trainer.datasets import load_dataset
 from fpgaflow.trainer.model import build_model
 from fpgaflow.trainer.monitor import MetricsReporter, TrainingMetrics
@@ -19,10 +21,10 @@ from fpgaflow.trial import TrialDir, write_json
 class HistoryRecorder(keras.callbacks.Callback):
     """Writes history.json after every epoch, so progress can be watched while training runs."""
 
-    def __init__(self, path: Path, total_epochs: int):
+    def __init__(self, path: Path, total_epochs: int, epochs: list[dict] | None = None):
         super().__init__()
         self.path, self.total = path, total_epochs
-        self.epochs: list[dict] = []
+        self.epochs: list[dict] = list(epochs or [])  # rows of epochs before a resume
         self._t0 = 0.0
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -48,35 +50,44 @@ def run(trial: TrialDir, out: Path, metrics_address: tuple[str, int] | None = No
     scaler = Scaler.fit(data.x_train, data.features)
     x_train, x_test = scaler.apply(data.x_train), scaler.apply(data.x_test)
 
-    model = build_model(spec.model, x_train.shape[1], len(data.classes))
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=spec.train.learning_rate),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
     checkpoints = out / "checkpoints"
-    checkpoints.mkdir(exist_ok=True)
-    callbacks = [
-        HistoryRecorder(out / "history.json", spec.train.epochs),
-        keras.callbacks.ModelCheckpoint(str(checkpoints / "last.weights.h5"), save_weights_only=True),
-    ]
+    resumed = latest(checkpoints)
+    if resumed is None:
+        model = build_model(spec.model, x_train.shape[1], len(data.classes))
+        model.compile(
+            optimizer=keras.optimizers.Adam(learning_rate=spec.train.learning_rate),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+        )
+        first_epoch, state = 0, {}
+    else:  # a killed run: weights, optimizer, history and counters from its last epoch
+        model, first_epoch, state = resumed.model, resumed.epoch, resumed.state
+        restore_rng(state)
+        print(f"train: resuming from the checkpoint of epoch {first_epoch} in {checkpoints}")
+    recorder = HistoryRecorder(out / "history.json", spec.train.epochs, state.get("history"))
+    callbacks: list[keras.callbacks.Callback] = [recorder]
+    early_stopping = None
+    if spec.train.early_stopping:
+        early_stopping = ResumedEarlyStopping(state.get("early_stopping"), patience=spec.train.early_stopping.patience,
+                                              restore_best_weights=True)
+    callbacks.append(Checkpointer(checkpoints, recorder.epochs, early_stopping))
     if monitor is not None:
         fit_samples = len(x_train) - int(len(x_train) * spec.train.validation_fraction)
         callbacks.append(MetricsReporter(monitor, spec.train.epochs, fit_samples))
-    if spec.train.early_stopping:
-        callbacks.append(
-            keras.callbacks.EarlyStopping(patience=spec.train.early_stopping.patience, restore_best_weights=True)
-        )
+    if early_stopping is not None:
+        callbacks.append(early_stopping)
     started = time.perf_counter()
-    fit = model.fit(
-        x_train,
-        data.y_train,
-        epochs=spec.train.epochs,
-        batch_size=spec.train.batch_size,
-        validation_split=spec.train.validation_fraction,
-        callbacks=callbacks,
-        verbose=2,
-    )
+    if first_epoch < spec.train.epochs:
+        model.fit(
+            x_train,
+            data.y_train,
+            epochs=spec.train.epochs,
+            initial_epoch=first_epoch,
+            batch_size=spec.train.batch_size,
+            validation_split=spec.train.validation_fraction,
+            callbacks=callbacks,
+            verbose=2,
+        )
     seconds = time.perf_counter() - started
     probabilities = model.predict(x_test, batch_size=4096, verbose=0)
     accuracy = float((probabilities.argmax(axis=1) == data.y_test).mean())
@@ -85,10 +96,13 @@ def run(trial: TrialDir, out: Path, metrics_address: tuple[str, int] | None = No
     scaler.save(out / "scaler.json")
     np.savez_compressed(out / "testset.npz", x=data.x_test.astype(np.float32), y=data.y_test)
     write_json(out / "dataset.json", data.describe())
-    plot_training(fit.history, out / "training.png", title=f"{trial.experiment} / {trial.root.name}")
+    shutil.rmtree(checkpoints)  # the finished model is saved; a forced rerun starts afresh
+    history = {key: [row[key] for row in recorder.epochs if key in row] for key in recorder.epochs[0]} if recorder.epochs else {}
+    plot_training(history, out / "training.png", title=f"{trial.experiment} / {trial.root.name}")
     return {
         "accuracy": accuracy,
-        "epochs": len(fit.history["loss"]),
+        "epochs": len(recorder.epochs),
+        "resumed_from_epoch": first_epoch or None,
         "train_seconds": round(seconds, 2),
         "parameters": int(model.count_params()),
         "dataset": data.describe(),

@@ -1,0 +1,93 @@
+"""Checkpoints every epoch, so a trainer killed at any moment resumes losing at most one epoch.
+
+Layout under ``train/checkpoints/``:
+
+    epoch-NNNN/model.keras   weights, optimizer state and compile settings (Keras' own format)
+    epoch-NNNN/state.json    epoch, history so far, early-stopping counters, numpy RNG state
+    latest.json              {"epoch": N, "folder": "epoch-NNNN"}: written last, atomically
+
+A checkpoint counts only once ``latest.json`` names it, so a kill while one is being written leaves
+the previous one in force; older folders are removed after the pointer moves.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from fpgaflow.trial import read_json, write_json
+
+POINTER = "latest.json"
+
+
+@dataclass
+class Checkpoint:
+    epoch: int
+    model: keras.Model
+    state: dict
+
+
+def latest(folder: Path) -> Checkpoint | None:
+    """The last complete checkpoint in ``folder``, or None when there is none."""
+    pointer = folder / POINTER
+    if not pointer.exists():
+        return None
+    where = folder / read_json(pointer)["folder"]
+    state = read_json(where / "state.json")
+    return Checkpoint(state["epoch"], keras.models.load_model(where / "model.keras"), state)
+
+
+def _rng_state() -> dict:
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"name": name, "keys": keys.tolist(), "pos": pos, "has_gauss": has_gauss, "cached_gaussian": cached}
+
+
+def restore_rng(state: dict) -> None:
+    rng = state.get("numpy_rng")
+    if rng:
+        np.random.set_state((rng["name"], np.array(rng["keys"], dtype=np.uint32), rng["pos"], rng["has_gauss"],
+                             rng["cached_gaussian"]))
+
+
+class Checkpointer(keras.callbacks.Callback):
+    """Writes a checkpoint at the end of every epoch; ``history`` is the epoch rows recorded so far."""
+
+    def __init__(self, folder: Path, history: list[dict], early_stopping: keras.callbacks.EarlyStopping | None = None):
+        super().__init__()
+        self.folder, self.history, self.early_stopping = folder, history, early_stopping
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def on_epoch_end(self, epoch, logs=None):
+        name = f"epoch-{epoch + 1:04d}"
+        target = self.folder / name
+        shutil.rmtree(target, ignore_errors=True)
+        target.mkdir()
+        self.model.save(target / "model.keras")
+        state = {"epoch": epoch + 1, "history": list(self.history), "numpy_rng": _rng_state()}
+        if self.early_stopping is not None:
+            best = self.early_stopping.best
+            state["early_stopping"] = {"wait": int(self.early_stopping.wait),
+                                       "best": None if best is None or not np.isfinite(best) else float(best)}
+        write_json(target / "state.json", state)
+        write_json(self.folder / POINTER, {"epoch": epoch + 1, "folder": name})
+        for old in self.folder.glob("epoch-*"):
+            if old.name != name:
+                shutil.rmtree(old, ignore_errors=True)
+
+
+class ResumedEarlyStopping(keras.callbacks.EarlyStopping):
+    """EarlyStopping that continues its patience count and best value from a checkpoint."""
+
+    def __init__(self, resume: dict | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self._resume = resume or {}
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        if self._resume.get("best") is not None:
+            self.best = self._resume["best"]
+            self.wait = self._resume.get("wait", 0)

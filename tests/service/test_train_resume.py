@@ -1,0 +1,58 @@
+"""A trainer killed with SIGKILL mid-run resumes from its last checkpoint on the same trial folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import ROOT, fpgaflow
+
+pytestmark = pytest.mark.slow
+
+SPEC = {"dataset": {"name": "jets", "samples": 20000, "seed": 5}, "model": {"layers": [32, 16]},
+        "train": {"epochs": 8, "batchSize": 128}}
+
+
+def _trial(root, name: str):
+    from fpgaflow.spec import ExperimentSpec
+    from fpgaflow.trial import TrialDir
+
+    return TrialDir.create(root / "resume" / name, "resume", name, {}, ExperimentSpec.model_validate(SPEC)).root
+
+
+def test_a_killed_trainer_resumes_losing_at_most_one_epoch(tmp_path):
+    killed, whole = _trial(tmp_path, "t00"), _trial(tmp_path, "t01")
+    pointer = killed / "train" / "checkpoints" / "latest.json"
+    proc = subprocess.Popen([sys.executable, "-m", "fpgaflow", "train", "--trial-dir", str(killed)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not (pointer.exists() and json.loads(pointer.read_text())["epoch"] >= 3):
+        assert proc.poll() is None and time.monotonic() < deadline, "the trainer ended before it could be killed"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    seen = len(json.loads((killed / "train" / "history.json").read_text())["epochs"])
+    assert not (killed / "train" / "result.json").exists()
+
+    done = fpgaflow("train", "--trial-dir", str(killed))
+    result = json.loads((killed / "train" / "result.json").read_text())
+    resumed = result["resumed_from_epoch"]
+    assert f"resuming from the checkpoint of epoch {resumed}" in done.stdout
+    assert resumed >= seen - 1 >= 2, "at most the epoch in progress is lost"
+    history = json.loads((killed / "train" / "history.json").read_text())["epochs"]
+    assert [row["epoch"] for row in history] == list(range(1, 9)) and result["epochs"] == 8
+    assert not (killed / "train" / "checkpoints").exists(), "checkpoints go once the model is saved"
+
+    fpgaflow("train", "--trial-dir", str(whole))
+    uninterrupted = json.loads((whole / "train" / "result.json").read_text())
+    assert result["accuracy"] == pytest.approx(uninterrupted["accuracy"], abs=0.02)
+    # the optimizer's state came back too: the first epoch after the resume continues the loss curve
+    after = next(row for row in history if row["epoch"] == resumed + 1)
+    before = next(row for row in history if row["epoch"] == resumed)
+    assert after["loss"] < before["loss"] * 1.05
