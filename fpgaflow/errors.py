@@ -48,6 +48,12 @@ class FidelityError(StageError):
     reason = "FidelityCheckFailed"
 
 
+class Diverged(StageError):
+    """Training was stopped by a diagnostic (NaN/Inf, divergence, dead ReLUs); its last good checkpoint is kept."""
+
+    reason = "Diverged"
+
+
 class TargetUnavailable(FpgaflowError):
     """A serving target cannot run here (no GPU, say). Never faked with another device."""
 

@@ -13,6 +13,7 @@ the previous one in force; older folders are removed after the pointer moves.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,12 @@ class Checkpoint:
     epoch: int
     model: keras.Model
     state: dict
+
+
+def latest_epoch(folder: Path) -> int | None:
+    """The epoch of the last complete checkpoint, without loading it."""
+    pointer = folder / POINTER
+    return read_json(pointer)["epoch"] if pointer.exists() else None
 
 
 def latest(folder: Path) -> Checkpoint | None:
@@ -56,12 +63,15 @@ def restore_rng(state: dict) -> None:
 class Checkpointer(keras.callbacks.Callback):
     """Writes a checkpoint at the end of every epoch; ``history`` is the epoch rows recorded so far."""
 
-    def __init__(self, folder: Path, history: list[dict], early_stopping: keras.callbacks.EarlyStopping | None = None):
+    def __init__(self, folder: Path, history: list[dict], early_stopping: keras.callbacks.EarlyStopping | None = None,
+                 healthy: Callable[[], bool] = lambda: True):
         super().__init__()
-        self.folder, self.history, self.early_stopping = folder, history, early_stopping
+        self.folder, self.history, self.early_stopping, self.healthy = folder, history, early_stopping, healthy
         folder.mkdir(parents=True, exist_ok=True)
 
     def on_epoch_end(self, epoch, logs=None):
+        if not self.healthy():  # a diagnosed epoch is not saved: the last good checkpoint stays in force
+            return
         name = f"epoch-{epoch + 1:04d}"
         target = self.folder / name
         shutil.rmtree(target, ignore_errors=True)

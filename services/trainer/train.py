@@ -9,13 +9,17 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from fpgaflow.errors import Diverged
 from fpgaflow.plots import plot_training
 from fpgaflow.preprocess import Scaler
-from fpgaflow.trainer.checkpoint import Checkpointer, ResumedEarlyStopping, latest, restore_rng
+from fpgaflow.trainer.checkpoint import Checkpointer, ResumedEarlyStopping, latest, latest_epoch, restore_rng
 from fpgaflow.trainer.datasets import load_dataset
+from fpgaflow.trainer.diagnostics import Diagnostics
 from fpgaflow.trainer.model import build_model
 from fpgaflow.trainer.monitor import MetricsReporter, TrainingMetrics
 from fpgaflow.trial import TrialDir, write_json
+
+DIAGNOSTIC_PROBE = 1024  # training samples the dead-ReLU check looks at after each epoch
 
 
 class HistoryRecorder(keras.callbacks.Callback):
@@ -65,12 +69,13 @@ def run(trial: TrialDir, out: Path, metrics_address: tuple[str, int] | None = No
         restore_rng(state)
         print(f"train: resuming from the checkpoint of epoch {first_epoch} in {checkpoints}")
     recorder = HistoryRecorder(out / "history.json", spec.train.epochs, state.get("history"))
-    callbacks: list[keras.callbacks.Callback] = [recorder]
+    diagnostics = Diagnostics(x_train[:DIAGNOSTIC_PROBE], [row["val_loss"] for row in recorder.epochs if "val_loss" in row])
+    callbacks: list[keras.callbacks.Callback] = [recorder, diagnostics]
     early_stopping = None
     if spec.train.early_stopping:
         early_stopping = ResumedEarlyStopping(state.get("early_stopping"), patience=spec.train.early_stopping.patience,
                                               restore_best_weights=True)
-    callbacks.append(Checkpointer(checkpoints, recorder.epochs, early_stopping))
+    callbacks.append(Checkpointer(checkpoints, recorder.epochs, early_stopping, healthy=lambda: diagnostics.diagnosis is None))
     if monitor is not None:
         fit_samples = len(x_train) - int(len(x_train) * spec.train.validation_fraction)
         callbacks.append(MetricsReporter(monitor, spec.train.epochs, fit_samples))
@@ -89,6 +94,10 @@ def run(trial: TrialDir, out: Path, metrics_address: tuple[str, int] | None = No
             verbose=2,
         )
     seconds = time.perf_counter() - started
+    if diagnostics.diagnosis is not None:
+        found = diagnostics.diagnosis
+        kept = f"the last good checkpoint is in {checkpoints}" if latest_epoch(checkpoints) else "no epoch before it finished"
+        raise Diverged(f"stopped at epoch {found.epoch}: {found.message}; {kept}")
     probabilities = model.predict(x_test, batch_size=4096, verbose=0)
     accuracy = float((probabilities.argmax(axis=1) == data.y_test).mean())
 

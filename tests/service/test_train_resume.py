@@ -1,4 +1,4 @@
-"""A trainer killed with SIGKILL mid-run resumes from its last checkpoint on the same trial folder."""
+"""The train stage's safety nets, end to end: resume after SIGKILL, abort on a diagnosed run."""
 
 from __future__ import annotations
 
@@ -19,11 +19,11 @@ SPEC = {"dataset": {"name": "jets", "samples": 20000, "seed": 5}, "model": {"lay
         "train": {"epochs": 8, "batchSize": 128}}
 
 
-def _trial(root, name: str):
+def _trial(root, name: str, spec: dict = SPEC):
     from fpgaflow.spec import ExperimentSpec
     from fpgaflow.trial import TrialDir
 
-    return TrialDir.create(root / "resume" / name, "resume", name, {}, ExperimentSpec.model_validate(SPEC)).root
+    return TrialDir.create(root / "resume" / name, "resume", name, {}, ExperimentSpec.model_validate(spec)).root
 
 
 def test_a_killed_trainer_resumes_losing_at_most_one_epoch(tmp_path):
@@ -56,3 +56,16 @@ def test_a_killed_trainer_resumes_losing_at_most_one_epoch(tmp_path):
     after = next(row for row in history if row["epoch"] == resumed + 1)
     before = next(row for row in history if row["epoch"] == resumed)
     assert after["loss"] < before["loss"] * 1.05
+
+
+def test_a_run_that_blows_up_stops_early_as_diverged(tmp_path):
+    # a learning rate of 10 throws the weights far off within the first epoch
+    spec = {**SPEC, "dataset": {**SPEC["dataset"], "samples": 5000}, "train": {"epochs": 6, "batchSize": 128, "learningRate": 10}}
+    trial = _trial(tmp_path, "t02", spec)
+    done = fpgaflow("train", "--trial-dir", str(trial), check=False)
+    assert done.returncode != 0
+    error = json.loads((trial / "train" / "error.json").read_text())
+    assert error["reason"] == "Diverged" and "stopped at epoch" in error["message"], error
+    epochs = len(json.loads((trial / "train" / "history.json").read_text())["epochs"])
+    assert epochs < 6, "the run stopped early"
+    assert not (trial / "train" / "result.json").exists()
