@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fpgaflow.trial import STAGES, TrialDir
+from fpgaflow.trial import STAGES, TrialDir, read_json
 
 TARGET_NOTES = {"cpu": "TensorFlow, CPU", "gpu": "TensorFlow, GPU", "fpga": "hls4ml C sim *"}
 FOOTNOTE = ("* fpga: hls4ml's bit-exact C simulation of the firmware on one CPU core; its times are the "
@@ -37,6 +37,9 @@ def trial_summary(trial: TrialDir) -> dict:
     summary["dataset"] = (train or {}).get("dataset")
     summary["benchmark"] = bench
     summary["timing"] = (convert or {}).get("timing")  # the converter's modelled device latency
+    train_dir = trial.stage_dir("train")
+    summary["provenance"] = {name: read_json(train_dir / f"{name}.json") for name in ("git", "host")
+                             if (train_dir / f"{name}.json").exists()} or None
     return summary
 
 

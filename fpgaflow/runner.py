@@ -22,6 +22,7 @@ from pathlib import Path
 
 from fpgaflow.errors import StageError, StaleResult
 from fpgaflow.plan import Trial, plan_trials
+from fpgaflow.provenance import git_info
 from fpgaflow.report import markdown, trial_summary
 from fpgaflow.spec import Experiment, spec_hash
 from fpgaflow.store import RunStore
@@ -41,22 +42,6 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
-
-
-def git_info(folder: Path) -> dict:
-    """The git commit of the manifest's folder, and whether the tree has uncommitted changes."""
-
-    def git(*args: str) -> str | None:
-        try:
-            done = subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True, timeout=10)
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        return done.stdout.strip() if done.returncode == 0 else None
-
-    commit = git("rev-parse", "HEAD")
-    if commit is None:
-        return {"commit": None}
-    return {"commit": commit, "dirty": bool(git("status", "--porcelain")), "branch": git("rev-parse", "--abbrev-ref", "HEAD")}
 
 
 class Processes:
@@ -217,7 +202,7 @@ class LocalRunner:
             self.experiment.name, trial.name, trial.parameters, phase="Succeeded", stage=None, reason=None, message=None,
             accuracy_float=summary["accuracy"]["float"], accuracy_emulated=summary["accuracy"]["emulated"],
             argmax_agreement=summary["argmax_agreement"],
-            results={"benchmark": summary["benchmark"], "fidelity": summary["fidelity"]},
+            results={"benchmark": summary["benchmark"], "fidelity": summary["fidelity"], "provenance": summary["provenance"]},
         )
         self.progress(trial.name, "done")
         return summary

@@ -8,10 +8,12 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from fpgaflow.errors import Diverged
 from fpgaflow.plots import plot_training
 from fpgaflow.preprocess import Scaler
+from fpgaflow.provenance import CODE_FOLDER, git_info, host_facts, package_versions
 from fpgaflow.trainer.checkpoint import Checkpointer, ResumedEarlyStopping, latest, latest_epoch, restore_rng
 from fpgaflow.trainer.datasets import load_dataset
 from fpgaflow.trainer.diagnostics import Diagnostics
@@ -49,6 +51,8 @@ def run(trial: TrialDir, out: Path, metrics_address: tuple[str, int] | None = No
     if metrics_address is not None:
         monitor = TrainingMetrics(trial.experiment, trial.root.name)
         monitor.serve(metrics_address[1], host=metrics_address[0])
+    write_json(out / "git.json", {"code": git_info(CODE_FOLDER), "fpgaflow": package_versions(("fpgaflow",))["fpgaflow"]})
+    write_json(out / "host.json", host_facts(out, [d.name for d in tf.config.list_physical_devices("GPU")]))
     keras.utils.set_random_seed(spec.dataset.seed)
     data = load_dataset(spec.dataset)
     scaler = Scaler.fit(data.x_train, data.features)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import subprocess
 import urllib.request
 
 import grpc
@@ -14,7 +15,7 @@ from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2, predict
 
 from fpgaflow.inference.tensors import from_array, to_array
 from fpgaflow.preprocess import Scaler
-from tests.conftest import fpgaflow
+from tests.conftest import ROOT, fpgaflow
 
 pytestmark = pytest.mark.slow
 
@@ -92,6 +93,17 @@ def test_run_store_lists_shows_and_exports(tiny_run):
     rows = list(csv.DictReader(io.StringIO(fpgaflow("export", "--csv", "--home", home).stdout)))
     assert rows[0]["experiment"] == "tiny-jets" and rows[0]["phase"] == "Succeeded"
     assert float(rows[0]["accuracy_float"]) > 0.6
+    # provenance: the code's git state and the host, in the trial folder and in the run store
+    git = json.loads((tiny_run["trial"] / "train" / "git.json").read_text())
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert git["code"]["commit"] == head and git["fpgaflow"]
+    host = json.loads((tiny_run["trial"] / "train" / "host.json").read_text())
+    assert host["packages"]["hls4ml"] and host["cpus"] >= 1
+    assert shown["trials"][0]["provenance"]["git"] == git
+    from fpgaflow.store import RunStore
+
+    stored = RunStore(tiny_run["home"]).experiment("tiny-jets")["trials"][0]["results"]["provenance"]
+    assert stored == {"git": git, "host": host}
     missing = fpgaflow("show", "nope", "--home", home, check=False)
     assert missing.returncode == 1 and "no experiment named 'nope'" in missing.stderr
 
