@@ -7,6 +7,7 @@ from typing import Protocol
 
 import numpy as np
 
+from fpgaflow.converter.timing import device_seconds
 from fpgaflow.errors import TargetUnavailable
 from fpgaflow.trial import TrialDir
 
@@ -73,8 +74,6 @@ class EmulatorBackend:
         return self._emulator.predict(x)
 
     def device_seconds(self, batch: int) -> float | None:
-        from fpgaflow.converter.timing import device_seconds
-
         return None if self.timing is None else device_seconds(self.timing, batch)
 
 

@@ -6,8 +6,6 @@ show running trials; the Kubernetes train Job exposes that port to the scraper.
 
 from __future__ import annotations
 
-import time
-
 import keras
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
@@ -46,18 +44,13 @@ class TrainingMetrics:
 
 
 class MetricsReporter(keras.callbacks.Callback):
-    """Feeds TrainingMetrics from Keras: every epoch's logs and its training throughput."""
+    """Feeds TrainingMetrics from the rows a history recorder (earlier in the callback list) just wrote."""
 
-    def __init__(self, metrics: TrainingMetrics, epochs: int, samples_per_epoch: int):
+    def __init__(self, metrics: TrainingMetrics, epochs: int, samples_per_epoch: int, history: list[dict]):
         super().__init__()
-        self.metrics, self.samples = metrics, samples_per_epoch
-        self._t0 = 0.0
+        self.metrics, self.samples, self.history = metrics, samples_per_epoch, history
         metrics.start(epochs)
 
-    def on_epoch_begin(self, epoch, logs=None):
-        self._t0 = time.perf_counter()
-
     def on_epoch_end(self, epoch, logs=None):
-        seconds = max(time.perf_counter() - self._t0, 1e-9)
-        lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-        self.metrics.observe_epoch(epoch + 1, logs or {}, self.samples / seconds, lr)
+        row = self.history[-1]
+        self.metrics.observe_epoch(epoch + 1, logs or {}, self.samples / max(row["epoch_seconds"], 1e-9), row["learning_rate"])

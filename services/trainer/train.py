@@ -82,7 +82,7 @@ def run(trial: TrialDir, out: Path, metrics_address: tuple[str, int] | None = No
     callbacks.append(Checkpointer(checkpoints, recorder.epochs, early_stopping, healthy=lambda: diagnostics.diagnosis is None))
     if monitor is not None:
         fit_samples = len(x_train) - int(len(x_train) * spec.train.validation_fraction)
-        callbacks.append(MetricsReporter(monitor, spec.train.epochs, fit_samples))
+        callbacks.append(MetricsReporter(monitor, spec.train.epochs, fit_samples, recorder.epochs))
     if early_stopping is not None:
         callbacks.append(early_stopping)
     started = time.perf_counter()
