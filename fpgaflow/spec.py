@@ -63,37 +63,129 @@ class _Model(BaseModel):
     )
 
 
+IMAGE_DATASETS = ("digits", "mnist", "fashion-mnist")
+
+
 class DatasetSpec(_Model):
     """Where the data comes from and how it is split."""
 
-    name: Literal["jets", "digits"] = Field(
+    name: Literal["jets", "digits", "mnist", "fashion-mnist"] = Field(
         "jets",
-        description="jets: the hls4ml LHC jet data set (16 features, 5 classes), generated synthetically "
-        "where no file is given (always labelled synthetic); digits: scikit-learn's bundled 8x8 digits.",
+        description="jets: the hls4ml LHC jet data set (16 features, 5 classes), read from `path` or generated "
+        "synthetically where no file is given (always labelled synthetic); digits: scikit-learn's bundled 8x8 "
+        "digits; mnist, fashion-mnist: 28x28 images from the idx (or idx.gz) files in the folder `path`.",
     )
-    samples: int = Field(200_000, ge=100, le=10_000_000, description="Jets to generate (jets only).")
+    path: str | None = Field(
+        None,
+        min_length=1,
+        description="jets: an OpenML ARFF or CSV file of hls4ml_lhc_jets_hlf, .npy/.npz, or HDF5 with the 16 "
+        "feature columns and one-hot labels; mnist/fashion-mnist: the folder of the four idx files. Read where the "
+        "trainer runs (a path in its volume in a cluster); nothing is downloaded.",
+    )
+    samples: int = Field(200_000, ge=100, le=10_000_000, description="Jets to generate (synthetic jets only).")
+    max_samples: int | None = Field(None, ge=100, description="Use at most this many samples of a file (a random subset from the seed).")
     test_fraction: float = Field(0.2, gt=0, lt=1, description="Fraction held out as the test set.")
     seed: int = Field(42, ge=0, description="Seed of the generator and of the split.")
+
+    @model_validator(mode="after")
+    def _files_where_needed(self) -> DatasetSpec:
+        if self.name in ("mnist", "fashion-mnist") and self.path is None:
+            raise ValueError(f"{self.name} needs path: the folder of its idx files (fpgaflow downloads nothing)")
+        if self.name == "digits" and self.path is not None:
+            raise ValueError("digits is scikit-learn's bundled set and takes no path")
+        return self
 
 
 class ModelSpec(_Model):
     """The Keras network."""
 
-    type: Literal["mlp"] = Field("mlp", description="mlp: dense layers with an activation, softmax output.")
+    type: Literal["mlp", "cnn", "resnet", "binary", "keras"] = Field(
+        "mlp",
+        description="mlp: dense layers with an activation, softmax output; cnn: Conv2D blocks then dense layers "
+        "(image data sets); resnet: a residual convolutional featurizer plus a dense classifier head, optionally "
+        "transferred from `featurizer` and frozen; binary: a binarized MLP (weights and activations +-1) for the "
+        "BNN export; keras: the user's .keras file at `path`.",
+    )
     layers: list[Annotated[int, Field(ge=1, le=4096)]] = Field(
-        default_factory=lambda: [64, 32, 32], min_length=1, max_length=16, description="Hidden layer widths."
+        default_factory=lambda: [64, 32, 32], min_length=1, max_length=16,
+        description="Hidden dense layer widths (the classifier head of cnn and resnet).",
+    )
+    filters: list[Annotated[int, Field(ge=1, le=1024)]] = Field(
+        default_factory=lambda: [8, 16], min_length=1, max_length=8,
+        description="cnn, resnet: channels of each convolutional block (each block halves the image size).",
     )
     activation: Literal["relu", "tanh", "sigmoid"] = "relu"
     l1: float = Field(1e-4, ge=0, description="L1 regularization of the kernels.")
+    path: str | None = Field(None, min_length=1, description="keras: the .keras file of the model to train.")
+    featurizer: str | None = Field(
+        None,
+        min_length=1,
+        description="resnet: a .keras file (an earlier trial's model.keras, say) whose featurizer layers "
+        "(named feat_*) initialize this model's: transfer learning.",
+    )
+    freeze_featurizer: bool = Field(
+        False, description="resnet: train only the classifier head; the featurizer's weights stay as loaded."
+    )
 
-    def layer_names(self) -> list[str]:
-        """Names of the Keras layers the trainer builds, which per-layer HLS overrides may name."""
+    @model_validator(mode="after")
+    def _fields_of_the_type(self) -> ModelSpec:
+        if (self.type == "keras") != (self.path is not None):
+            raise ValueError("path names the .keras file of type keras, and only of it")
+        if self.type != "resnet" and (self.featurizer is not None or self.freeze_featurizer):
+            raise ValueError(f"featurizer and freezeFeaturizer belong to type resnet, not {self.type}")
+        return self
+
+    def layer_names(self) -> list[str] | None:
+        """Names of the Keras layers the trainer builds, which per-layer HLS overrides may name
+        (None for a user's .keras file, whose names are known only once it is read)."""
+        if self.type == "keras":
+            return None
+        if self.type == "binary":
+            hidden = [n for i in range(len(self.layers)) for n in (f"fc{i + 1}", f"bn{i + 1}", f"sign{i + 1}")]
+            return [*hidden, "output", "softmax"]
         hidden = [n for i in range(len(self.layers)) for n in (f"fc{i + 1}", f"{self.activation}{i + 1}")]
+        if self.type == "cnn":
+            convs = [n for i in range(len(self.filters)) for n in (f"conv{i + 1}", f"conv{i + 1}_{self.activation}", f"pool{i + 1}")]
+            return [*convs, "flatten", *hidden, "output", "softmax"]
+        if self.type == "resnet":
+            blocks = [n for i in range(len(self.filters))
+                      for n in (f"feat_conv{i + 1}a", f"feat_{self.activation}{i + 1}a", f"feat_conv{i + 1}b",
+                                f"feat_skip{i + 1}", f"feat_add{i + 1}", f"feat_{self.activation}{i + 1}", f"feat_pool{i + 1}")]
+            return [*blocks, "feat_flatten", *hidden, "output", "softmax"]
         return [*hidden, "output", "softmax"]
 
 
 class EarlyStoppingSpec(_Model):
     patience: int = Field(5, ge=1, description="Epochs without improvement of the validation loss.")
+
+
+class PruningSpec(_Model):
+    """Magnitude pruning to a target sparsity on a polynomial schedule (Zhu and Gupta, 2017)."""
+
+    target_sparsity: float = Field(description="Fraction of each kernel's weights set to zero at the end.", ge=0, lt=1)
+    begin_epoch: int = Field(0, ge=0, description="First epoch (0-based) that prunes.")
+    end_epoch: int | None = Field(
+        None, ge=1, description="Epoch (0-based) from which the target sparsity holds; the last float epoch by default."
+    )
+    layers: list[str] | None = Field(None, description="Names of the layers to prune; every Dense and Conv2D kernel by default.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PruningSpec:
+        if self.end_epoch is not None and self.end_epoch <= self.begin_epoch:
+            raise ValueError(f"endEpoch {self.end_epoch} must come after beginEpoch {self.begin_epoch}")
+        return self
+
+
+class DiagnosticsSpec(_Model):
+    """Thresholds of the checks that stop a run early with reason Diverged."""
+
+    divergence_factor: float = Field(10.0, gt=1, description="Validation loss this many times its best so far.")
+    dead_relu_fraction: float = Field(0.9, gt=0, le=1, description="Fraction of a ReLU layer's units silent on every probe sample.")
+    max_gradient_norm: float = Field(1e4, gt=0, description="Global gradient norm (on a probe batch) above which gradients have exploded.")
+    plateau_epochs: int = Field(
+        10, ge=0, description="Stop when the training loss has not improved by plateauTolerance over this many epochs (0: off)."
+    )
+    plateau_tolerance: float = Field(1e-4, ge=0, description="Relative improvement of the training loss that counts as progress.")
 
 
 class TrainSpec(_Model):
@@ -104,6 +196,27 @@ class TrainSpec(_Model):
     learning_rate: float = Field(1e-3, gt=0, le=10)
     validation_fraction: float = Field(0.1, gt=0, lt=1, description="Fraction of the training set used for validation.")
     early_stopping: EarlyStoppingSpec | None = None
+    pruning: PruningSpec | None = None
+    diagnostics: DiagnosticsSpec = Field(default_factory=DiagnosticsSpec)
+    command: list[Annotated[str, Field(min_length=1)]] | None = Field(
+        None,
+        min_length=1,
+        description="Run this program (argv) as the training stage instead of the Keras trainer: a PyTorch, JAX "
+        "or plain-Python script reporting through fpgaflow.tracking into the trial folder "
+        "(FPGAFLOW_TRAIN_DIR and FPGAFLOW_SPEC in its environment).",
+    )
+
+
+class QuantizeSpec(_Model):
+    """From float to fixed point: post-training (hls4ml applies hls.precision) or quantization-aware fine-tuning."""
+
+    method: Literal["ptq", "qat"] = Field(
+        "ptq",
+        description="ptq: convert the float model at hls.precision; qat: then fine-tune it in fixed point "
+        "(HGQ2 quantizers at the HLS types), which hls4ml converts bit-exactly.",
+    )
+    epochs: int = Field(5, ge=1, le=10_000, description="qat: fine-tuning epochs after the float ones.")
+    learning_rate: float = Field(1e-4, gt=0, le=10, description="qat: learning rate of the fine-tuning.")
 
 
 class LayerPrecisionSpec(_Model):
@@ -153,6 +266,63 @@ class HLSSpec(_Model):
     )
 
 
+Quantity = Annotated[
+    str,
+    Field(pattern=r"^\d+(\.\d+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$", description="Bytes, as Kubernetes writes them.", examples=["512Mi", "2Gi"]),
+]
+Duration = Annotated[
+    str,
+    Field(pattern=r"^(\d+h)?(\d+m)?(\d+s)?$", min_length=2, description="A duration.", examples=["90s", "30m", "1h30m"]),
+]
+_BYTE_UNITS = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+
+
+def quantity_bytes(quantity: str) -> int:
+    """'2Gi' -> 2147483648."""
+    number, unit = re.fullmatch(r"(\d+(?:\.\d+)?)([A-Za-z]*)", quantity).groups()
+    return int(float(number) * _BYTE_UNITS[unit])
+
+
+def duration_seconds(duration: str) -> float:
+    """'1h30m' -> 5400."""
+    parts = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?", duration).groups()
+    return float(sum(int(p or 0) * f for p, f in zip(parts, (3600, 60, 1), strict=True)))
+
+
+class PreconditionsSpec(_Model):
+    """What the trainer checks before it starts; a shortfall refuses the run, naming it."""
+
+    min_free_disk: Quantity | None = Field(None, description="Free space in the trial folder's file system.")
+    min_free_memory: Quantity | None = Field(None, description="Memory available to the trainer.")
+    gpu: bool = Field(False, description="Refuse to train without a GPU.")
+    max_duration: Duration | None = Field(None, description="Refuse when the estimated training time exceeds this.")
+
+
+class EmailSpec(_Model):
+    to: list[Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+$")]] = Field(min_length=1)
+    sender: str = Field("fpgaflow@localhost", pattern=r"^[^@\s]+@[^@\s]+$", description="The From address.")
+    smtp_host: str = Field("localhost", min_length=1)
+    smtp_port: int = Field(25, ge=1, le=65535)
+    starttls: bool = False
+    username_env: str | None = Field(None, description="Environment variable holding the SMTP user name.")
+    password_env: str | None = Field(None, description="Environment variable holding the SMTP password.")
+
+
+class WebhookSpec(_Model):
+    url: str = Field(pattern=r"^https?://", description="Receives a JSON POST (Slack-compatible: text and blocks).")
+    timeout_seconds: float = Field(10, gt=0, le=300)
+
+
+class NotifySpec(_Model):
+    """Messages when a trial's training ends."""
+
+    on: list[Literal["Succeeded", "Failed", "Diverged"]] = Field(
+        default_factory=lambda: ["Succeeded", "Failed", "Diverged"], min_length=1, description="Events that send."
+    )
+    email: EmailSpec | None = None
+    webhook: WebhookSpec | None = None
+
+
 class ServeSpec(_Model):
     targets: list[Literal["cpu", "gpu", "fpga"]] = Field(
         default_factory=lambda: ["cpu", "gpu", "fpga"], min_length=1, description="Back ends to serve the model from."
@@ -193,8 +363,8 @@ class SweepSpec(_Model):
         for key, values in params.items():
             if not values:
                 raise ValueError(f"{key} has no values")
-            if key.split(".")[0] in ("sweep", "serve", "benchmark"):
-                raise ValueError(f"{key} cannot be swept (only dataset, model, train and hls fields)")
+            if key.split(".")[0] in ("sweep", "serve", "benchmark", "preconditions", "notify"):
+                raise ValueError(f"{key} cannot be swept (only dataset, model, train, quantize and hls fields)")
         return params
 
 
@@ -202,6 +372,9 @@ class ExperimentSpec(_Model):
     dataset: DatasetSpec = Field(default_factory=DatasetSpec)
     model: ModelSpec = Field(default_factory=ModelSpec)
     train: TrainSpec = Field(default_factory=TrainSpec)
+    quantize: QuantizeSpec = Field(default_factory=QuantizeSpec)
+    preconditions: PreconditionsSpec = Field(default_factory=PreconditionsSpec)
+    notify: NotifySpec | None = None
     hls: HLSSpec = Field(default_factory=HLSSpec)
     serve: ServeSpec = Field(default_factory=ServeSpec)
     benchmark: BenchmarkSpec = Field(default_factory=BenchmarkSpec)
@@ -209,13 +382,19 @@ class ExperimentSpec(_Model):
 
     @model_validator(mode="after")
     def _layer_overrides_exist(self) -> ExperimentSpec:
+        if self.train.command is not None and self.quantize.method == "qat":
+            raise ValueError("quantize.method qat fine-tunes the Keras trainer's model; a train.command trains outside it")
         known = self.model.layer_names()
-        unknown = [name for name in self.hls.layers if name not in known]
-        if unknown:
-            raise ValueError(
-                f"hls.layers names {', '.join(map(repr, unknown))}, which the model does not have; "
-                f"its layers are {', '.join(known)}"
-            )
+        if known is None:  # a user's .keras file: checked against the file's layers when it is read
+            return self
+        named = {"hls.layers": list(self.hls.layers), "train.pruning.layers": (self.train.pruning and self.train.pruning.layers) or []}
+        for where, names in named.items():
+            unknown = [name for name in names if name not in known]
+            if unknown:
+                raise ValueError(
+                    f"{where} names {', '.join(map(repr, unknown))}, which the model does not have; "
+                    f"its layers are {', '.join(known)}"
+                )
         return self
 
 
