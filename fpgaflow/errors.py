@@ -54,6 +54,12 @@ class Diverged(StageError):
     reason = "Diverged"
 
 
+class PreconditionFailed(StageError):
+    """The host cannot run the stage as the spec asks (disk, memory, GPU, expected duration); names the shortfall."""
+
+    reason = "PreconditionFailed"
+
+
 class TargetUnavailable(FpgaflowError):
     """A serving target cannot run here (no GPU, say). Never faked with another device."""
 
