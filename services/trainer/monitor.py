@@ -24,6 +24,11 @@ class TrainingMetrics:
         self.samples_per_second = Gauge(
             "fpgaflow_train_samples_per_second", "Training samples per second in the last epoch.", names, registry=r)
         self.learning_rate = Gauge("fpgaflow_train_learning_rate", "The optimizer's learning rate.", names, registry=r)
+        self.host_memory_available = Gauge(
+            "fpgaflow_train_host_memory_available_bytes", "Memory available to the trainer (host or cgroup).", names, registry=r)
+        self.process_rss = Gauge("fpgaflow_train_process_rss_bytes", "The trainer process's resident memory.", names, registry=r)
+        self.disk_free = Gauge("fpgaflow_train_disk_free_bytes", "Free disk in the trial folder's file system.", names, registry=r)
+        self.gpu_memory = Gauge("fpgaflow_train_gpu_memory_bytes", "GPU memory TensorFlow holds (GPU:0).", names, registry=r)
 
     def start(self, epochs: int) -> None:
         self.epochs_planned.labels(*self.labels).set(epochs)
@@ -38,6 +43,13 @@ class TrainingMetrics:
                 self.accuracy.labels(*self.labels, split).set(float(logs[f"{prefix}accuracy"]))
         self.samples_per_second.labels(*self.labels).set(samples_per_second)
         self.learning_rate.labels(*self.labels).set(learning_rate)
+
+    def observe_host(self, sample: dict) -> None:
+        """A HostSampler sample; readings it lacks (None, or no GPU) leave their gauge as it was."""
+        for gauge, key in ((self.host_memory_available, "memory_available_bytes"), (self.process_rss, "rss_bytes"),
+                           (self.disk_free, "disk_free_bytes"), (self.gpu_memory, "gpu_memory_bytes")):
+            if sample.get(key) is not None:
+                gauge.labels(*self.labels).set(sample[key])
 
     def serve(self, port: int, host: str = "0.0.0.0") -> None:
         start_http_server(port, addr=host, registry=self.registry)
