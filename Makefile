@@ -19,7 +19,7 @@ help:
 	@echo "make test      the whole test suite"
 	@echo "make install   a virtual environment in $(VENV) with everything (idempotent)"
 	@echo "make proto     gRPC stubs from protos/   make generate   CRD, JSON schema, dashboard"
-	@echo "make lint      ruff                      make bench      serving benchmark, printed"
+	@echo "make lint      ruff                      make bench      trainer overhead and serving benchmark, printed"
 
 install: $(STAMP)
 
@@ -49,6 +49,7 @@ lint: install
 	$(BIN)/ruff check fpgaflow services tests protos
 
 bench: install
+	$(BIN)/python -m fpgaflow.trainer.bench
 	$(BIN)/fpgaflow run examples/bench-serving.yaml --home .cache/bench --replace
 
 # A real control plane for the cluster tests: kube-apiserver and kubectl built from the Kubernetes

@@ -14,18 +14,46 @@ def _pyplot():
     return plt
 
 
-def plot_training(history: dict[str, list[float]], path: Path, title: str) -> None:
+def plot_training(rows: list[dict], path: Path, title: str) -> None:
+    """training.png from history.json's rows: loss and accuracy (train, validation), the validation AUC
+    of each class, and the gradient norm with the sparsity; a dotted line where fixed-point training began."""
     plt = _pyplot()
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
-    epochs = range(1, len(history["loss"]) + 1)
-    for key, ax in (("loss", ax_loss), ("accuracy", ax_acc)):
-        ax.plot(epochs, history[key], marker="o", label="train")
-        if f"val_{key}" in history:
-            ax.plot(epochs, history[f"val_{key}"], marker="o", label="validation")
-        ax.set_xlabel("epoch")
+    from matplotlib.ticker import MaxNLocator
+
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
+    epochs = [row["epoch"] for row in rows]
+    qat = next((row["epoch"] for row in rows if row.get("phase") == "qat"), None)
+
+    def series(key):
+        return [row.get(key, float("nan")) for row in rows]
+
+    for key, ax in (("loss", axes[0, 0]), ("accuracy", axes[0, 1])):
+        for prefix, label in (("", "train"), ("val_", "validation")):
+            if any(f"{prefix}{key}" in row for row in rows):
+                ax.plot(epochs, series(f"{prefix}{key}"), marker="o", label=label)
         ax.set_ylabel(key)
+    ax = axes[1, 0]
+    for name in (rows[-1].get("val_auc") or {}) if rows else ():
+        ax.plot(epochs, [(row.get("val_auc") or {}).get(name) or float("nan") for row in rows], marker=".", label=name)
+    ax.set_ylabel("validation AUC (one vs rest)")
+    ax = axes[1, 1]
+    if any("gradient_norm" in row for row in rows):
+        ax.plot(epochs, series("gradient_norm"), marker=".", color="tab:red", label="gradient norm")
+        ax.set_yscale("log")
+        twin = ax.twinx()
+        twin.plot(epochs, series("sparsity"), marker=".", color="tab:gray", label="sparsity")
+        twin.set_ylabel("sparsity (zero weights)")
+        twin.set_ylim(-0.02, 1.02)
+        twin.legend(loc="upper right")
+    ax.set_ylabel("gradient norm (probe batch)")
+    for ax in axes.flat:
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-        ax.legend()
+        if qat is not None:
+            ax.axvline(qat - 0.5, color="k", linestyle=":", linewidth=1, label="fixed point (QAT) from here")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="upper left" if ax is axes[1, 1] else "best", fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -30,6 +30,8 @@ class KerasBackend:
         import keras
         import tensorflow as tf
 
+        import fpgaflow.trainer.model  # noqa: F401  registers the binary model's custom layers with Keras
+
         self.target, self._device = target, device
         with tf.device(device):
             self._model = keras.models.load_model(model_path)

@@ -1,4 +1,4 @@
-"""Diagnostics that stop a training run early: NaN/Inf, divergence, dead ReLUs.
+"""Diagnostics that stop a training run early: NaN/Inf, divergence, dead ReLUs, a plateau, exploding gradients.
 
 Each check is a small pure function returning a message or None; the Keras callback runs them and
 stops training at the first finding. The run then keeps its last good checkpoint (the epoch that
@@ -13,8 +13,9 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
-DIVERGENCE_FACTOR = 10.0  # validation loss this many times its best so far
-DEAD_RELU_FRACTION = 0.9  # of a ReLU layer's units silent on every probe sample
+from fpgaflow.spec import DiagnosticsSpec
+
+DEFAULTS = DiagnosticsSpec()
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ def check_weights(model: keras.Model) -> str | None:
     return f"non-finite weights in {', '.join(bad)}" if bad else None
 
 
-def check_divergence(val_losses: list[float], factor: float = DIVERGENCE_FACTOR) -> str | None:
+def check_divergence(val_losses: list[float], factor: float = DEFAULTS.divergence_factor) -> str | None:
     if len(val_losses) < 2:
         return None
     best, last = min(val_losses[:-1]), val_losses[-1]
@@ -43,38 +44,43 @@ def check_divergence(val_losses: list[float], factor: float = DIVERGENCE_FACTOR)
     return None
 
 
-def dead_units(activations: np.ndarray) -> float:
-    """Fraction of units (columns) that are zero for every sample (row)."""
-    flat = activations.reshape(len(activations), -1)
-    return float((flat <= 0).all(axis=0).mean())
-
-
-def relu_layers(model: keras.Model) -> list[keras.layers.Layer]:
-    return [layer for layer in model.layers
-            if getattr(getattr(layer, "activation", None), "__name__", "") == "relu" or isinstance(layer, keras.layers.ReLU)]
-
-
-def check_dead_relus(model: keras.Model, probe: np.ndarray, limit: float = DEAD_RELU_FRACTION) -> str | None:
-    layers = relu_layers(model)
-    if not layers or len(probe) == 0:
+def check_plateau(losses: list[float], epochs: int = DEFAULTS.plateau_epochs,
+                  tolerance: float = DEFAULTS.plateau_tolerance) -> str | None:
+    """The training loss of the last ``epochs`` epochs never beat the best before them by ``tolerance`` (relative)."""
+    if epochs <= 0 or len(losses) <= epochs:
         return None
-    outputs = keras.Model(model.input, [layer.output for layer in layers])(probe, training=False)
-    outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
-    for layer, values in zip(layers, outputs, strict=True):
-        fraction = dead_units(keras.ops.convert_to_numpy(values))
+    before, recent = min(losses[:-epochs]), min(losses[-epochs:])
+    if recent > before - tolerance * abs(before):
+        return (f"the training loss reached a plateau: its best of the last {epochs} epochs, {recent:.6g}, "
+                f"is no better than {before:.6g} before them")
+    return None
+
+
+def check_gradient(norm: float | None, limit: float = DEFAULTS.max_gradient_norm) -> str | None:
+    if norm is not None and (not math.isfinite(norm) or norm > limit):
+        return f"the gradients exploded: global norm {norm:.4g} on the probe batch, above the limit {limit:g}"
+    return None
+
+
+def check_dead_relus(fractions: dict[str, float] | None, limit: float = DEFAULTS.dead_relu_fraction) -> str | None:
+    """``fractions``: each ReLU layer's fraction of units silent on every probe sample (the history row's)."""
+    for layer, fraction in (fractions or {}).items():
         if fraction >= limit:
-            return f"{fraction:.0%} of the units of {layer.name} output 0 for every probe sample (dead ReLUs)"
+            return f"{fraction:.0%} of the units of {layer} output 0 for every probe sample (dead ReLUs)"
     return None
 
 
 class Diagnostics(keras.callbacks.Callback):
-    """Runs the checks during training; ``diagnosis`` says why it stopped, when it did."""
+    """Runs the checks during training; ``diagnosis`` says why it stopped, when it did.
 
-    def __init__(self, probe: np.ndarray, val_losses: list[float] | None = None):
+    ``history`` is the history recorder's list of rows (earlier in the callback list, so the row of
+    the epoch just ended is there, with its gradient norm and dead units); rows before a resume count.
+    """
+
+    def __init__(self, history: list[dict], spec: DiagnosticsSpec = DEFAULTS):
         super().__init__()
-        self.probe = probe
+        self.history, self.spec = history, spec
         self.diagnosis: Diagnosis | None = None
-        self._val_losses: list[float] = list(val_losses or [])  # of the epochs before a resume
         self._epoch = 0
 
     def _stop(self, message: str) -> None:
@@ -88,15 +94,22 @@ class Diagnostics(keras.callbacks.Callback):
         if self.diagnosis is None and (message := check_loss(float((logs or {}).get("loss", 0.0)))):
             self._stop(message)
 
+    def _findings(self, logs: dict):
+        """The checks in order of cost, lazily: the first finding stops the epoch's checking."""
+        spec, rows = self.spec, self.history
+        last = rows[-1] if rows else {}
+        yield check_loss(float(logs.get("loss", 0.0)))
+        yield check_loss(logs.get("val_loss"))
+        yield check_weights(self.model)
+        yield check_gradient(last.get("gradient_norm"), spec.max_gradient_norm)
+        yield check_divergence([r["val_loss"] for r in rows if "val_loss" in r], spec.divergence_factor)
+        yield check_plateau([r["loss"] for r in rows if "loss" in r], spec.plateau_epochs, spec.plateau_tolerance)
+        yield check_dead_relus(last.get("dead_relu_fraction"), spec.dead_relu_fraction)
+
     def on_epoch_end(self, epoch, logs=None):
         if self.diagnosis is not None:
             return
-        logs = logs or {}
-        if "val_loss" in logs:
-            self._val_losses.append(float(logs["val_loss"]))
-        for message in (check_loss(float(logs.get("loss", 0.0))), check_loss(logs.get("val_loss")),
-                        check_weights(self.model), check_divergence(self._val_losses),
-                        check_dead_relus(self.model, self.probe)):
+        for message in self._findings(logs or {}):
             if message:
                 self._stop(message)
                 return

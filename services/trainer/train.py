@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -14,45 +16,99 @@ from fpgaflow.errors import Diverged
 from fpgaflow.plots import plot_training
 from fpgaflow.preprocess import Scaler
 from fpgaflow.provenance import CODE_FOLDER, git_info, host_facts, package_versions
+from fpgaflow.spec import ExperimentSpec
 from fpgaflow.trainer.checkpoint import Checkpointer, ResumedEarlyStopping, latest, latest_epoch, restore_rng
+from fpgaflow.trainer.command import run_command
 from fpgaflow.trainer.datasets import load_dataset
 from fpgaflow.trainer.diagnostics import Diagnostics
-from fpgaflow.trainer.model import build_model
+from fpgaflow.trainer.epochstats import EpochStatistics
+from fpgaflow.trainer.hostmon import HostSampler
+from fpgaflow.trainer.model import build_model, model_input
 from fpgaflow.trainer.monitor import MetricsReporter, TrainingMetrics
+from fpgaflow.trainer.notify import notify_trial
+from fpgaflow.trainer.preconditions import check, estimate_training_seconds
 from fpgaflow.trial import TrialDir, write_json
 
-DIAGNOSTIC_PROBE = 1024  # training samples the dead-ReLU check looks at after each epoch
+GRADIENT_PROBE = 1024  # training samples of the batch whose gradient norm is recorded each epoch
 
 
 class HistoryRecorder(keras.callbacks.Callback):
-    """Writes history.json after every epoch, so progress can be watched while training runs."""
+    """Writes history.json after every epoch, so progress can be watched while training runs.
 
-    def __init__(self, path: Path, total_epochs: int, epochs: list[dict] | None = None):
+    A row holds Keras' logs (loss, accuracy, val_*), the epoch time, the learning rate, the training
+    phase ("float", then "qat" when fine-tuned in fixed point) and the ``statistics`` of the model.
+    """
+
+    def __init__(self, path: Path, total_epochs: int, epochs: list[dict] | None = None,
+                 statistics: EpochStatistics | None = None):
         super().__init__()
-        self.path, self.total = path, total_epochs
+        self.path, self.total, self.statistics = path, total_epochs, statistics
         self.epochs: list[dict] = list(epochs or [])  # rows of epochs before a resume
+        self.phase = "float"
         self._t0 = 0.0
 
     def on_epoch_begin(self, epoch, logs=None):
         self._t0 = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
-        row = {"epoch": epoch + 1, "epoch_seconds": round(time.perf_counter() - self._t0, 3)}
+        row = {"epoch": epoch + 1, "phase": self.phase, "epoch_seconds": round(time.perf_counter() - self._t0, 3)}
         row.update({k: float(v) for k, v in (logs or {}).items()})
         row["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        if self.statistics is not None:
+            row.update(self.statistics(self.model))
         self.epochs.append(row)
         write_json(self.path, {"total_epochs": self.total, "epochs": self.epochs})
 
 
+def validation_split(n: int, fraction: float) -> int:
+    """Where the fit/validation split falls: the last ``fraction`` of the (shuffled) training set validates."""
+    return int(math.floor(n * (1.0 - fraction)))
+
+
 def run(trial: TrialDir, out: Path, metrics_address: tuple[str, int] | None = None) -> dict:
-    """Train the trial's model; with ``metrics_address`` (host, port) live metrics are served there."""
+    """The train stage: the Keras trainer, or the spec's ``train.command``; notifications as the spec asks.
+    With ``metrics_address`` (host, port) live metrics are served there."""
     spec = trial.spec()
+    gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
+    write_json(out / "git.json", {"code": git_info(CODE_FOLDER), "fpgaflow": package_versions(("fpgaflow",))["fpgaflow"]})
+    host = Host(out / "host.json", host_facts(out, gpus))
+    try:
+        host.facts["preconditions"] = check(spec, out, gpus)  # disk, memory, GPU: before anything is loaded
+        host.write()
+        if spec.train.command is not None:
+            result = run_command(trial, out, spec.train.command)
+        else:
+            result = train_keras(trial, spec, out, metrics_address, host)
+    except Diverged as exc:
+        notify_trial(trial, out, "Diverged", error=exc)
+        raise
+    except Exception as exc:
+        notify_trial(trial, out, "Failed", error=exc)
+        raise
+    notify_trial(trial, out, "Succeeded", result=result)
+    return result
+
+
+@dataclass
+class Host:
+    """host.json: the machine's facts, the preconditions checked, the resources sampled while training."""
+
+    path: Path
+    facts: dict
+
+    def write(self) -> None:
+        write_json(self.path, self.facts)
+
+
+def planned_epochs(spec: ExperimentSpec) -> int:
+    return spec.train.epochs + (spec.quantize.epochs if spec.quantize.method == "qat" else 0)
+
+
+def train_keras(trial: TrialDir, spec: ExperimentSpec, out: Path, metrics_address: tuple[str, int] | None, host: Host) -> dict:
     monitor = None
     if metrics_address is not None:
         monitor = TrainingMetrics(trial.experiment, trial.root.name)
         monitor.serve(metrics_address[1], host=metrics_address[0])
-    write_json(out / "git.json", {"code": git_info(CODE_FOLDER), "fpgaflow": package_versions(("fpgaflow",))["fpgaflow"]})
-    write_json(out / "host.json", host_facts(out, [d.name for d in tf.config.list_physical_devices("GPU")]))
     keras.utils.set_random_seed(spec.dataset.seed)
     data = load_dataset(spec.dataset)
     scaler = Scaler.fit(data.x_train, data.features)
@@ -61,7 +117,7 @@ def run(trial: TrialDir, out: Path, metrics_address: tuple[str, int] | None = No
     checkpoints = out / "checkpoints"
     resumed = latest(checkpoints)
     if resumed is None:
-        model = build_model(spec.model, x_train.shape[1], len(data.classes))
+        model = build_model(spec.model, data.shape, len(data.classes))
         model.compile(
             optimizer=keras.optimizers.Adam(learning_rate=spec.train.learning_rate),
             loss="sparse_categorical_crossentropy",
@@ -72,8 +128,18 @@ def run(trial: TrialDir, out: Path, metrics_address: tuple[str, int] | None = No
         model, first_epoch, state = resumed.model, resumed.epoch, resumed.state
         restore_rng(state)
         print(f"train: resuming from the checkpoint of epoch {first_epoch} in {checkpoints}")
-    recorder = HistoryRecorder(out / "history.json", spec.train.epochs, state.get("history"))
-    diagnostics = Diagnostics(x_train[:DIAGNOSTIC_PROBE], [row["val_loss"] for row in recorder.epochs if "val_loss" in row])
+    x_train, x_test = model_input(model, x_train), model_input(model, x_test)  # flat for mlp/binary, images for cnn/resnet
+    if spec.preconditions.max_duration and first_epoch < planned_epochs(spec):
+        estimate = estimate_training_seconds(model, x_train, data.y_train, spec.train.batch_size,
+                                             planned_epochs(spec) - first_epoch, spec.train.validation_fraction)
+        host.facts["preconditions"] = {**check(spec, out, host.facts.get("gpus", []), estimate["seconds"]), "estimate": estimate}
+        host.write()
+    split = validation_split(len(x_train), spec.train.validation_fraction)
+    x_fit, y_fit, x_val, y_val = x_train[:split], data.y_train[:split], x_train[split:], data.y_train[split:]
+    probe = min(GRADIENT_PROBE, spec.train.batch_size)
+    statistics = EpochStatistics(x_val, y_val, x_fit[:probe], y_fit[:probe], data.classes)
+    recorder = HistoryRecorder(out / "history.json", spec.train.epochs, state.get("history"), statistics)
+    diagnostics = Diagnostics(recorder.epochs, spec.train.diagnostics)
     callbacks: list[keras.callbacks.Callback] = [recorder, diagnostics]
     early_stopping = None
     if spec.train.early_stopping:
@@ -81,22 +147,27 @@ def run(trial: TrialDir, out: Path, metrics_address: tuple[str, int] | None = No
                                               restore_best_weights=True)
     callbacks.append(Checkpointer(checkpoints, recorder.epochs, early_stopping, healthy=lambda: diagnostics.diagnosis is None))
     if monitor is not None:
-        fit_samples = len(x_train) - int(len(x_train) * spec.train.validation_fraction)
-        callbacks.append(MetricsReporter(monitor, spec.train.epochs, fit_samples, recorder.epochs))
+        callbacks.append(MetricsReporter(monitor, spec.train.epochs, len(x_fit), recorder.epochs))
     if early_stopping is not None:
         callbacks.append(early_stopping)
     started = time.perf_counter()
-    if first_epoch < spec.train.epochs:
-        model.fit(
-            x_train,
-            data.y_train,
-            epochs=spec.train.epochs,
-            initial_epoch=first_epoch,
-            batch_size=spec.train.batch_size,
-            validation_split=spec.train.validation_fraction,
-            callbacks=callbacks,
-            verbose=2,
-        )
+    sampler = HostSampler(out, metrics=monitor, gpus=host.facts.get("gpus"))
+    try:
+        with sampler:
+            if first_epoch < spec.train.epochs:
+                model.fit(
+                    x_fit,
+                    y_fit,
+                    epochs=spec.train.epochs,
+                    initial_epoch=first_epoch,
+                    batch_size=spec.train.batch_size,
+                    validation_data=(x_val, y_val),
+                    callbacks=callbacks,
+                    verbose=2,
+                )
+    finally:
+        host.facts["sampling"] = sampler.stop()
+        host.write()
     seconds = time.perf_counter() - started
     if diagnostics.diagnosis is not None:
         found = diagnostics.diagnosis
@@ -107,11 +178,11 @@ def run(trial: TrialDir, out: Path, metrics_address: tuple[str, int] | None = No
 
     model.save(out / "model.keras")
     scaler.save(out / "scaler.json")
-    np.savez_compressed(out / "testset.npz", x=data.x_test.astype(np.float32), y=data.y_test)
+    # raw (unscaled) samples in the shape the model takes: what the converter, the servers and the bench feed it
+    np.savez_compressed(out / "testset.npz", x=model_input(model, data.x_test).astype(np.float32), y=data.y_test)
     write_json(out / "dataset.json", data.describe())
     shutil.rmtree(checkpoints)  # the finished model is saved; a forced rerun starts afresh
-    history = {key: [row[key] for row in recorder.epochs if key in row] for key in recorder.epochs[0]} if recorder.epochs else {}
-    plot_training(history, out / "training.png", title=f"{trial.experiment} / {trial.root.name}")
+    plot_training(recorder.epochs, out / "training.png", title=f"{trial.experiment} / {trial.root.name}")
     return {
         "accuracy": accuracy,
         "epochs": len(recorder.epochs),

@@ -28,7 +28,11 @@ def test_train_on_the_real_digits(tmp_path):
     assert result["accuracy"] > 0.85
     history = json.loads((td.root / "train" / "history.json").read_text())
     assert [e["epoch"] for e in history["epochs"]] == list(range(1, 16))
-    assert {"loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "epoch_seconds"} <= set(history["epochs"][0])
+    row = history["epochs"][-1]
+    assert {"loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "epoch_seconds", "phase"} <= set(row)
+    assert set(row["val_auc"]) == set(result["dataset"]["classes"]) and min(row["val_auc"].values()) > 0.9
+    assert set(row["weight_norm"]) == {"fc1", "output"} and row["gradient_norm"] > 0
+    assert row["sparsity"] == 0.0 and set(row["dead_relu_fraction"]) == {"relu1"}
 
 
 def test_a_stage_without_its_inputs_fails_with_one_line(tmp_path):

@@ -69,3 +69,13 @@ def test_a_run_that_blows_up_stops_early_as_diverged(tmp_path):
     epochs = len(json.loads((trial / "train" / "history.json").read_text())["epochs"])
     assert epochs < 6, "the run stopped early"
     assert not (trial / "train" / "result.json").exists()
+
+
+def test_exploding_gradients_stop_the_run_at_the_first_epoch(tmp_path):
+    spec = {**SPEC, "dataset": {**SPEC["dataset"], "samples": 5000},
+            "train": {"epochs": 4, "batchSize": 128, "diagnostics": {"maxGradientNorm": 1e-4}}}
+    trial = _trial(tmp_path, "t03", spec)
+    assert fpgaflow("train", "--trial-dir", str(trial), check=False).returncode != 0
+    error = json.loads((trial / "train" / "error.json").read_text())
+    assert error["reason"] == "Diverged" and "stopped at epoch 1: the gradients exploded" in error["message"], error
+    assert "no epoch before it finished" in error["message"], "epoch 1 was diagnosed, so no checkpoint holds"
