@@ -72,6 +72,7 @@ def run(trial: TrialDir, out: Path, metrics_address: tuple[str, int] | None = No
     gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
     write_json(out / "git.json", {"code": git_info(CODE_FOLDER), "fpgaflow": package_versions(("fpgaflow",))["fpgaflow"]})
     host = Host(out / "host.json", host_facts(out, gpus))
+    host.write()
     try:
         host.facts["preconditions"] = check(spec, out, gpus)  # disk, memory, GPU: before anything is loaded
         host.write()
