@@ -94,6 +94,12 @@ TRAINING_PANELS = (
     Panel("Training accuracy", "Accuracy at the end of each epoch, training and validation splits.",
           (Query(f"fpgaflow_train_accuracy{{{TRAINING}}}", "{{experiment}}/{{trial}} {{split}}"),),
           unit="percentunit", width=6),
+    Panel("Trainer memory", "Resident memory of each running trainer, and the memory still available where it runs.",
+          (Query(f"fpgaflow_train_process_rss_bytes{{{TRAINING}}}", "{{experiment}}/{{trial}} resident"),
+           Query(f"fpgaflow_train_host_memory_available_bytes{{{TRAINING}}}", "{{experiment}}/{{trial}} available")),
+          unit="bytes", width=12),
+    Panel("Trainer disk", "Free space of the file system holding each running trial's folder.",
+          (Query(f"fpgaflow_train_disk_free_bytes{{{TRAINING}}}", "{{experiment}}/{{trial}}"),), unit="bytes", width=12),
 )
 
 ROWS = (("Serving: CPU / GPU / FPGA", SERVING), ("Training", TRAINING_PANELS))

@@ -3,7 +3,9 @@
 Both sides train the same model (the spec's, same seed) on the same data for the same epochs; the
 trainer adds everything it does around the fit: history rows with their statistics, diagnostics,
 a checkpoint every epoch, live metrics on a port, host sampling. Runs alternate (plain, trainer,
-plain, ...) so that drift of a noisy machine hits both alike; the figure is the ratio of medians.
+plain, ...) so that drift of a noisy machine hits both alike; the figure is the median of the
+paired overheads (each trainer run against the plain run just before it), the ratio of the
+medians beside it.
 """
 
 from __future__ import annotations
@@ -72,12 +74,15 @@ def overhead(rows: list[dict]) -> dict:
     plain = statistics.median(r["plain_s"] for r in rows)
     trainer = statistics.median(r["trainer_s"] for r in rows)
     return {"plain_median_s": round(plain, 3), "trainer_median_s": round(trainer, 3),
-            "overhead": round(trainer / plain - 1, 4), "stage_median_s": round(statistics.median(r["stage_s"] for r in rows), 3)}
+            "overhead": round(statistics.median(r["trainer_s"] / r["plain_s"] - 1 for r in rows), 4),
+            "ratio_of_medians": round(trainer / plain, 4),
+            "stage_median_s": round(statistics.median(r["stage_s"] for r in rows), 3)}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samples", type=int, default=200_000)
+    # the size of OpenML's hls4ml_lhc_jets_hlf (830,000 jets), as synthetic jets, and the demo's epochs
+    parser.add_argument("--samples", type=int, default=830_000)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", type=Path, default=Path(".cache/bench/trainer-overhead.json"))
@@ -98,9 +103,10 @@ def main(argv: list[str] | None = None) -> int:
                   f"({trainer / plain - 1:+.1%}), whole train stage {stage:.2f} s", flush=True)
     summary = overhead(rows)
     verdict = "within" if summary["overhead"] <= BUDGET else "OVER"
-    print(f"median: plain {summary['plain_median_s']:.2f} s, trainer {summary['trainer_median_s']:.2f} s: "
-          f"overhead {summary['overhead']:+.1%} ({verdict} the {BUDGET:.0%} budget); "
-          f"whole stage (data, scaler, model, test set, plot) {summary['stage_median_s']:.2f} s")
+    print(f"median overhead of the trainer over a plain fit: {summary['overhead']:+.1%} ({verdict} the {BUDGET:.0%} budget); "
+          f"medians: plain {summary['plain_median_s']:.2f} s, trainer {summary['trainer_median_s']:.2f} s "
+          f"(ratio {summary['ratio_of_medians']:.3f}); whole stage (data, scaler, model, test set, plot) "
+          f"{summary['stage_median_s']:.2f} s")
     write_json(args.out, {"samples": args.samples, "epochs": args.epochs, "runs": rows, **summary})
     return 0
 
