@@ -51,6 +51,7 @@ def settings_from_env(env: dict[str, str] = os.environ) -> ClusterSettings:
         image_pull_policy=env.get("FPGAFLOW_IMAGE_PULL_POLICY", defaults.image_pull_policy),
         resources=json.loads(env.get("FPGAFLOW_STAGE_RESOURCES", "{}")),
         max_running_trials=int(env.get("FPGAFLOW_MAX_RUNNING_TRIALS", defaults.max_running_trials)),
+        stage_retries=int(env.get("FPGAFLOW_STAGE_RETRIES", defaults.stage_retries)),
     )
 
 

@@ -40,6 +40,7 @@ class ClusterSettings:
     stage_service_account: str | None = None
     resources: dict[str, dict] = field(default_factory=dict)  # stage or target -> resources block
     max_running_trials: int = 4
+    stage_retries: int = 3  # restarts of a stage pod that was killed (OOM, SIGKILL); it resumes from its checkpoint
 
 
 def child_name(*parts: str) -> str:
@@ -74,8 +75,15 @@ def _pod_security() -> tuple[dict, dict]:
     return pod, container
 
 
+# Exit codes of a stage that failed on purpose (it wrote error.json: a bad spec, a diagnosed run, a
+# refused precondition): running it again gives the same answer, so the Job fails at once.
+STAGE_FAILURE_EXIT_CODES = (1, 2, 3)
+
+
 def stage_job(settings: ClusterSettings, namespace: str, experiment: str, trial: str, stage: str) -> dict:
-    """A Job that runs one stage command on the trial folder; it does not retry (a stage resumes itself)."""
+    """A Job that runs one stage command on the trial folder. A pod killed from outside (OOM, SIGKILL,
+    a lost node) is retried up to ``stage_retries`` times and the stage resumes from its checkpoint; a
+    disruption (eviction, preemption) does not count; a stage that failed on purpose is not retried."""
     volume, mount = _volume(settings)
     pod_security, container_security = _pod_security()
     folder = trial_dir(settings, namespace, experiment, trial)
@@ -106,7 +114,12 @@ def stage_job(settings: ClusterSettings, namespace: str, experiment: str, trial:
         "metadata": {"name": child_name(experiment, trial, stage), "namespace": namespace,
                      "labels": labels(experiment, trial, stage=stage)},
         "spec": {
-            "backoffLimit": 0,
+            "backoffLimit": settings.stage_retries,
+            "podFailurePolicy": {"rules": [
+                {"action": "FailJob",
+                 "onExitCodes": {"containerName": stage, "operator": "In", "values": list(STAGE_FAILURE_EXIT_CODES)}},
+                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+            ]},
             "template": {"metadata": template_metadata, "spec": pod_spec},
         },
     }

@@ -88,7 +88,11 @@ def test_manifests_are_labelled_mount_the_artifacts_and_ask_for_a_gpu():
     assert pod["containers"][0]["ports"] == [{"name": "metrics", "containerPort": 8000}]
     assert job["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] == "8000"
     assert pod["volumes"][0]["persistentVolumeClaim"]["claimName"] == "fpgaflow-artifacts"
-    assert pod["restartPolicy"] == "Never" and job["spec"]["backoffLimit"] == 0
+    assert pod["restartPolicy"] == "Never" and job["spec"]["backoffLimit"] == 3, "a killed trainer is retried and resumes"
+    fail_job, ignore = job["spec"]["podFailurePolicy"]["rules"]
+    assert fail_job["action"] == "FailJob" and fail_job["onExitCodes"]["values"] == [1, 2, 3], "a failed stage is final"
+    assert fail_job["onExitCodes"]["containerName"] == "train"
+    assert ignore == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}
     gpu = server_deployment(settings, "ns", "exp", "t00", "gpu")
     assert gpu["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert "resources" not in server_deployment(settings, "ns", "exp", "t00", "cpu")["spec"]["template"]["spec"]["containers"][0]
