@@ -113,14 +113,16 @@ def _check(report: dict, hls: HLSSpec) -> None:
 
 def run(trial: TrialDir, out: Path) -> dict:
     import hls4ml
-    import keras
+
+    from fpgaflow.trainer import qat
 
     spec = trial.spec()
     hls = spec.hls
     train_dir = trial.stage_dir("train")
     if not trial.done("train"):
         raise MissingArtifact(f"{train_dir} has no finished training; run the train stage first")
-    model = keras.models.load_model(train_dir / "model.keras")
+    model = qat.load_model(train_dir / "model.keras")
+    quantized = qat.is_qat(model)  # quantize.method qat: the model's quantizers carry the HLS types
     scaler = Scaler.load(train_dir / "scaler.json")
     testset = np.load(train_dir / "testset.npz")
     x = scaler.apply(testset["x"][:EVALUATION_SAMPLES])
@@ -129,7 +131,10 @@ def run(trial: TrialDir, out: Path) -> dict:
     base = hls4ml.utils.config_from_keras_model(
         model, granularity="name", default_precision=hls.precision, default_reuse_factor=hls.reuse_factor, backend=hls.backend
     )
-    config = apply_hls_spec(base, hls, n_classes=int(model.outputs[0].shape[-1]))
+    if quantized:
+        config = qat.hls_config(base, hls)
+    else:
+        config = apply_hls_spec(base, hls, n_classes=int(model.outputs[0].shape[-1]))
     project_dir = out / "hls4ml_prj"
     shutil.rmtree(project_dir, ignore_errors=True)
     hls_model = hls4ml.converters.convert_from_keras_model(
@@ -158,9 +163,14 @@ def run(trial: TrialDir, out: Path) -> dict:
             "threshold": hls.min_agreement,
         }
     )
+    if quantized:
+        report["bit_exact"] = bool(np.array_equal(reference, emulated))
     write_json(out / "fidelity.json", report)
     write_json(out / "hls_config.json", config)
     _check(report, hls)
+    if quantized and not report["bit_exact"]:
+        raise FidelityError(f"the emulation differs from the QAT model's own outputs by up to {report['max_abs_error']:g}: "
+                            "hls4ml should convert an HGQ2 model bit-exactly")
     timing = estimate_hls_model(hls_model, hls.clock_period)
     write_json(out / "timing.json", timing)
 
