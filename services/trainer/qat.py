@@ -91,6 +91,24 @@ def hls_type_kif(precision: str) -> dict:
             "overflow_mode": saturation}
 
 
+def check_spec(spec: ExperimentSpec) -> None:
+    """Refuse, before any training, a quantize.method qat spec that :func:`to_qat` could not build: a model
+    other than a relu mlp, or an HLS type whose rounding or saturation HGQ2 does not implement."""
+    if spec.quantize.method != "qat":
+        return
+    if spec.model.type not in ("mlp", "keras") or spec.model.activation != "relu":
+        raise SpecError([("quantize.method", f"qat fine-tunes relu mlp models, not a {spec.model.activation} "
+                                             f"{spec.model.type}")])
+    hls_type_kif(spec.hls.precision)
+    for name, layer in spec.hls.layers.items():
+        for kind, precision in (layer.precision.model_dump(exclude_none=True) if layer.precision else {}).items():
+            if kind != "accum":
+                try:
+                    hls_type_kif(precision)
+                except SpecError as error:
+                    raise SpecError([(f"hls.layers.{name}.precision.{kind}", error.problems[0][1])]) from None
+
+
 def quantizer_config(precision: str, place: str = "datalane"):
     """A fixed HGQ2 quantizer config at ``precision``: one type for the whole tensor, bits not trained."""
     from hgq.config import QuantizerConfig

@@ -39,6 +39,18 @@ def test_hls_types_map_to_hgq_parameters():
         hls_type_kif("ap_fixed<8,3,AP_RND,AP_WRAP_SM>")
 
 
+def test_a_qat_spec_that_cannot_be_built_is_refused_before_training():
+    from fpgaflow.trainer.qat import check_spec
+
+    check_spec(ExperimentSpec.model_validate(SPEC))
+    check_spec(ExperimentSpec.model_validate({"hls": {"precision": "ap_fixed<8,3,AP_RND_ZERO>"}}))  # ptq: hls4ml's
+    with pytest.raises(SpecError, match=r"hls.layers.fc1.precision.weight: .*AP_RND_INF"):
+        check_spec(ExperimentSpec.model_validate(
+            {"quantize": {"method": "qat"}, "hls": {"layers": {"fc1": {"precision": {"weight": "ap_fixed<8,3,AP_RND_INF>"}}}}}))
+    with pytest.raises(SpecError, match="relu mlp models, not a tanh mlp"):
+        check_spec(ExperimentSpec.model_validate({"quantize": {"method": "qat"}, "model": {"activation": "tanh"}}))
+
+
 def test_qat_refuses_activations_that_hls4ml_tabulates():
     from fpgaflow.trainer.model import build_model
     from fpgaflow.trainer.qat import to_qat
