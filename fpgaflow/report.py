@@ -27,14 +27,15 @@ def trial_summary(trial: TrialDir) -> dict:
         summary.update(phase="Succeeded", stage=None)
     train, convert, bench = trial.result("train"), trial.result("convert"), trial.result("bench")
     fidelity = (convert or {}).get("fidelity", {})
+    train = train or {}
     summary["accuracy"] = {
-        "float": (train or {}).get("accuracy"),
-        "fixed": None,  # a quantization-aware model's own accuracy, when the spec trains one
+        "float": train.get("accuracy_float", train.get("accuracy")),
+        "fixed": train.get("accuracy_qat"),  # the quantization-aware model's own accuracy, when the spec trains one
         "emulated": fidelity.get("accuracy_emulated"),
     }
     summary["argmax_agreement"] = fidelity.get("argmax_agreement")
     summary["fidelity"] = fidelity or None
-    summary["dataset"] = (train or {}).get("dataset")
+    summary["dataset"] = train.get("dataset")
     summary["benchmark"] = bench
     summary["timing"] = (convert or {}).get("timing")  # the converter's modelled device latency
     train_dir = trial.stage_dir("train")

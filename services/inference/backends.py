@@ -27,14 +27,14 @@ class KerasBackend:
     """The trained Keras model on one TensorFlow device, called through a compiled tf.function."""
 
     def __init__(self, model_path: Path, target: str, device: str):
-        import keras
         import tensorflow as tf
 
         import fpgaflow.trainer.model  # noqa: F401  registers the binary model's custom layers with Keras
+        from fpgaflow.trainer.qat import load_model  # float and fixed-point (HGQ2) models alike
 
         self.target, self._device = target, device
         with tf.device(device):
-            self._model = keras.models.load_model(model_path)
+            self._model = load_model(model_path)
         n_in = self._model.inputs[0].shape[1]
         spec = tf.TensorSpec([None, n_in], tf.float32)
         # The traced graph called directly: tf.function's dispatch costs more than this model's compute.

@@ -25,6 +25,7 @@ import keras
 import numpy as np
 
 from fpgaflow.errors import StageError
+from fpgaflow.trainer.qat import load_model  # float and fixed-point (HGQ2) models alike
 from fpgaflow.trial import read_json, write_json
 
 POINTER = "latest.json"
@@ -59,7 +60,7 @@ def latest(folder: Path) -> Checkpoint | None:
         return None
     where = folder / read_json(pointer)["folder"]
     state = read_json(where / "state.json")
-    model = keras.models.load_model(folder / f"{state['phase']}.keras")
+    model = load_model(folder / f"{state['phase']}.keras")
     _build_optimizer(model)
     with np.load(where / "variables.npz") as saved:
         values = [saved[f"arr_{i}"] for i in range(len(saved.files))]
@@ -89,10 +90,11 @@ class Checkpointer(keras.callbacks.Callback):
     """Writes a checkpoint at the end of every epoch; ``history`` is the epoch rows recorded so far."""
 
     def __init__(self, folder: Path, history: list[dict], early_stopping: keras.callbacks.EarlyStopping | None = None,
-                 healthy: Callable[[], bool] = lambda: True, phase: str = "float"):
+                 healthy: Callable[[], bool] = lambda: True, phase: str = "float", extra: dict | None = None):
         super().__init__()
         self.folder, self.history, self.early_stopping, self.healthy = folder, history, early_stopping, healthy
         self.phase = phase  # the trainer sets "qat" before fine-tuning the fixed-point model
+        self.extra = dict(extra or {})  # facts the trainer needs back on resume (the float model's accuracy)
         folder.mkdir(parents=True, exist_ok=True)
 
     def on_train_begin(self, logs=None):
@@ -110,7 +112,7 @@ class Checkpointer(keras.callbacks.Callback):
         shutil.rmtree(target, ignore_errors=True)
         target.mkdir()
         np.savez(target / "variables.npz", *(keras.ops.convert_to_numpy(v) for v in _variables(self.model)))
-        state = {"epoch": epoch + 1, "phase": self.phase, "history": list(self.history), "numpy_rng": _rng_state()}
+        state = {"epoch": epoch + 1, "phase": self.phase, "history": list(self.history), "numpy_rng": _rng_state(), **self.extra}
         if self.early_stopping is not None:
             best = self.early_stopping.best
             state["early_stopping"] = {"wait": int(self.early_stopping.wait),

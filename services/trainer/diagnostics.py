@@ -31,7 +31,7 @@ def check_loss(loss: float | None) -> str | None:
 
 
 def check_weights(model: keras.Model) -> str | None:
-    bad = [w.path for w in model.weights if not np.isfinite(keras.ops.convert_to_numpy(w)).all()]
+    bad = [w.path for w in model.trainable_weights if not np.isfinite(keras.ops.convert_to_numpy(w)).all()]
     return f"non-finite weights in {', '.join(bad)}" if bad else None
 
 

@@ -17,6 +17,7 @@ from fpgaflow.plots import plot_training
 from fpgaflow.preprocess import Scaler
 from fpgaflow.provenance import CODE_FOLDER, git_info, host_facts, package_versions
 from fpgaflow.spec import ExperimentSpec
+from fpgaflow.trainer import qat
 from fpgaflow.trainer.checkpoint import Checkpointer, ResumedEarlyStopping, latest, latest_epoch, restore_rng
 from fpgaflow.trainer.command import run_command
 from fpgaflow.trainer.datasets import load_dataset
@@ -27,6 +28,7 @@ from fpgaflow.trainer.model import build_model, model_input
 from fpgaflow.trainer.monitor import MetricsReporter, TrainingMetrics
 from fpgaflow.trainer.notify import notify_trial
 from fpgaflow.trainer.preconditions import check, estimate_training_seconds
+from fpgaflow.trainer.pruning import Pruner
 from fpgaflow.trial import TrialDir, write_json
 
 GRADIENT_PROBE = 1024  # training samples of the batch whose gradient norm is recorded each epoch
@@ -106,6 +108,9 @@ def planned_epochs(spec: ExperimentSpec) -> int:
 
 
 def train_keras(trial: TrialDir, spec: ExperimentSpec, out: Path, metrics_address: tuple[str, int] | None, host: Host) -> dict:
+    """Float training, then (quantize.method qat) fine-tuning in fixed point, epochs numbered on; pruned
+    on the spec's schedule through both; checkpointed every epoch and resumed from the last one."""
+    qat.check_spec(spec)  # a QAT spec that cannot be built is refused before any training
     monitor = None
     if metrics_address is not None:
         monitor = TrainingMetrics(trial.experiment, trial.root.name)
@@ -128,7 +133,7 @@ def train_keras(trial: TrialDir, spec: ExperimentSpec, out: Path, metrics_addres
     else:  # a killed run: weights, optimizer, history and counters from its last epoch
         model, first_epoch, state = resumed.model, resumed.epoch, resumed.state
         restore_rng(state)
-        print(f"train: resuming from the checkpoint of epoch {first_epoch} in {checkpoints}")
+        print(f"train: resuming from the checkpoint of epoch {first_epoch} ({state['phase']}) in {checkpoints}")
     x_train, x_test = model_input(model, x_train), model_input(model, x_test)  # flat for mlp/binary, images for cnn/resnet
     if spec.preconditions.max_duration and first_epoch < planned_epochs(spec):
         estimate = estimate_training_seconds(model, x_train, data.y_train, spec.train.batch_size,
@@ -139,33 +144,41 @@ def train_keras(trial: TrialDir, spec: ExperimentSpec, out: Path, metrics_addres
     x_fit, y_fit, x_val, y_val = x_train[:split], data.y_train[:split], x_train[split:], data.y_train[split:]
     probe = min(GRADIENT_PROBE, spec.train.batch_size)
     statistics = EpochStatistics(x_val, y_val, x_fit[:probe], y_fit[:probe], data.classes)
-    recorder = HistoryRecorder(out / "history.json", spec.train.epochs, state.get("history"), statistics)
+    recorder = HistoryRecorder(out / "history.json", planned_epochs(spec), state.get("history"), statistics)
     diagnostics = Diagnostics(recorder.epochs, spec.train.diagnostics)
-    callbacks: list[keras.callbacks.Callback] = [recorder, diagnostics]
+    checkpointer = Checkpointer(checkpoints, recorder.epochs, healthy=lambda: diagnostics.diagnosis is None,
+                                extra={"accuracy_float": state.get("accuracy_float")})
+    callbacks: list[keras.callbacks.Callback] = [recorder, diagnostics, checkpointer]
+    if spec.train.pruning is not None:  # one pruner for both phases: the fixed-point model keeps the zeros
+        callbacks.append(Pruner(spec.train.pruning, spec.train.epochs))
+    if monitor is not None:
+        callbacks.append(MetricsReporter(monitor, planned_epochs(spec), len(x_fit), recorder.epochs))
     early_stopping = None
-    if spec.train.early_stopping:
+    if spec.train.early_stopping:  # of the float phase; fine-tuning runs its few epochs
         early_stopping = ResumedEarlyStopping(state.get("early_stopping"), patience=spec.train.early_stopping.patience,
                                               restore_best_weights=True)
-    callbacks.append(Checkpointer(checkpoints, recorder.epochs, early_stopping, healthy=lambda: diagnostics.diagnosis is None))
-    if monitor is not None:
-        callbacks.append(MetricsReporter(monitor, spec.train.epochs, len(x_fit), recorder.epochs))
-    if early_stopping is not None:
-        callbacks.append(early_stopping)
+        checkpointer.early_stopping = early_stopping
+
+    def fit(first: int, last: int, more: list[keras.callbacks.Callback]) -> None:
+        model.fit(x_fit, y_fit, epochs=last, initial_epoch=first, batch_size=spec.train.batch_size,
+                  validation_data=(x_val, y_val), callbacks=callbacks + more, verbose=2)
+
     started = time.perf_counter()
     sampler = HostSampler(out, metrics=monitor, gpus=host.facts.get("gpus"))
     try:
         with sampler:
-            if first_epoch < spec.train.epochs:
-                model.fit(
-                    x_fit,
-                    y_fit,
-                    epochs=spec.train.epochs,
-                    initial_epoch=first_epoch,
-                    batch_size=spec.train.batch_size,
-                    validation_data=(x_val, y_val),
-                    callbacks=callbacks,
-                    verbose=2,
-                )
+            in_qat = state.get("phase") == "qat"
+            if not in_qat and first_epoch < spec.train.epochs:
+                fit(first_epoch, spec.train.epochs, [early_stopping] if early_stopping else [])
+            if spec.quantize.method == "qat" and diagnostics.diagnosis is None:
+                if not in_qat:
+                    checkpointer.extra["accuracy_float"] = accuracy_on(model, x_test, data.y_test)
+                    model = qat.to_qat(model, spec)
+                qat_start = next((row["epoch"] - 1 for row in recorder.epochs if row.get("phase") == "qat"),
+                                 recorder.epochs[-1]["epoch"] if recorder.epochs else 0)
+                recorder.phase = checkpointer.phase = "qat"
+                print(f"train: fine-tuning in fixed point (quantize.method qat) for {spec.quantize.epochs} epochs")
+                fit(first_epoch if in_qat else qat_start, qat_start + spec.quantize.epochs, [])
     finally:
         host.facts["sampling"] = sampler.stop()
         host.write()
@@ -174,8 +187,7 @@ def train_keras(trial: TrialDir, spec: ExperimentSpec, out: Path, metrics_addres
         found = diagnostics.diagnosis
         kept = f"the last good checkpoint is in {checkpoints}" if latest_epoch(checkpoints) else "no epoch before it finished"
         raise Diverged(f"stopped at epoch {found.epoch}: {found.message}; {kept}")
-    probabilities = model.predict(x_test, batch_size=4096, verbose=0)
-    accuracy = float((probabilities.argmax(axis=1) == data.y_test).mean())
+    accuracy = accuracy_on(model, x_test, data.y_test)
 
     model.save(out / "model.keras")
     scaler.save(out / "scaler.json")
@@ -184,7 +196,7 @@ def train_keras(trial: TrialDir, spec: ExperimentSpec, out: Path, metrics_addres
     write_json(out / "dataset.json", data.describe())
     shutil.rmtree(checkpoints)  # the finished model is saved; a forced rerun starts afresh
     plot_training(recorder.epochs, out / "training.png", title=f"{trial.experiment} / {trial.root.name}")
-    return {
+    result = {
         "accuracy": accuracy,
         "epochs": len(recorder.epochs),
         "resumed_from_epoch": first_epoch or None,
@@ -192,3 +204,12 @@ def train_keras(trial: TrialDir, spec: ExperimentSpec, out: Path, metrics_addres
         "parameters": int(model.count_params()),
         "dataset": data.describe(),
     }
+    if spec.quantize.method == "qat":
+        result.update(quantized=True, accuracy_float=checkpointer.extra["accuracy_float"], accuracy_qat=accuracy)
+    if spec.train.pruning is not None:
+        result["sparsity"] = recorder.epochs[-1]["sparsity"]
+    return result
+
+
+def accuracy_on(model: keras.Model, x: np.ndarray, y: np.ndarray) -> float:
+    return float((np.asarray(model.predict(x, batch_size=4096, verbose=0)).argmax(axis=1) == y).mean())
