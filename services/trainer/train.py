@@ -1,4 +1,6 @@
-"""The `train` stage: data set, scaler, Keras model of the spec, trained, with its history and curves."""
+"""The `train` stage: provenance and preconditions first; then the Keras trainer (data set, scaler, the
+spec's model trained in float and, with quantize.method qat, fine-tuned in fixed point; pruned, checkpointed,
+diagnosed, its history and curves recorded) or the user's ``train.command``; notifications at the end."""
 
 from __future__ import annotations
 

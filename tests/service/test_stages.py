@@ -7,6 +7,7 @@ import json
 import pytest
 
 from fpgaflow.spec import ExperimentSpec
+from fpgaflow.tracking import validate_history
 from fpgaflow.trial import TrialDir
 from tests.conftest import fpgaflow
 
@@ -28,6 +29,7 @@ def test_train_on_the_real_digits(tmp_path):
     assert result["accuracy"] > 0.85
     history = json.loads((td.root / "train" / "history.json").read_text())
     assert [e["epoch"] for e in history["epochs"]] == list(range(1, 16))
+    assert validate_history(history) == [], "the Keras trainer writes what fpgaflow.tracking's users write"
     row = history["epochs"][-1]
     assert {"loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "epoch_seconds", "phase"} <= set(row)
     assert set(row["val_auc"]) == set(result["dataset"]["classes"]) and min(row["val_auc"].values()) > 0.9
