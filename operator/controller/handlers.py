@@ -52,6 +52,7 @@ def settings_from_env(env: dict[str, str] = os.environ) -> ClusterSettings:
         resources=json.loads(env.get("FPGAFLOW_STAGE_RESOURCES", "{}")),
         max_running_trials=int(env.get("FPGAFLOW_MAX_RUNNING_TRIALS", defaults.max_running_trials)),
         stage_retries=int(env.get("FPGAFLOW_STAGE_RETRIES", defaults.stage_retries)),
+        trainer_secrets=json.loads(env.get("FPGAFLOW_TRAINER_SECRETS", "[]")),
     )
 
 

@@ -40,6 +40,7 @@ class ClusterSettings:
     stage_service_account: str | None = None
     resources: dict[str, dict] = field(default_factory=dict)  # stage or target -> resources block
     max_running_trials: int = 4
+    trainer_secrets: list[str] = field(default_factory=list)  # Secrets the train pods get as environment (SMTP login)
     stage_retries: int = 3  # restarts of a stage pod that was killed (OOM, SIGKILL); it resumes from its checkpoint
 
 
@@ -103,6 +104,8 @@ def stage_job(settings: ClusterSettings, namespace: str, experiment: str, trial:
         container["args"] += ["--metrics-host", "0.0.0.0", "--metrics-port", str(METRICS_PORT)]
         container["ports"] = [{"name": "metrics", "containerPort": METRICS_PORT}]
         template_metadata["annotations"] = dict(SCRAPE_ANNOTATIONS)
+        if settings.trainer_secrets:  # notification credentials, named by the spec's usernameEnv/passwordEnv
+            container["envFrom"] = [{"secretRef": {"name": name}} for name in settings.trainer_secrets]
     if stage in settings.resources:
         container["resources"] = settings.resources[stage]
     pod_spec = {"restartPolicy": "Never", "containers": [container], "volumes": [volume], "securityContext": pod_security}

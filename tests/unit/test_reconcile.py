@@ -93,6 +93,11 @@ def test_manifests_are_labelled_mount_the_artifacts_and_ask_for_a_gpu():
     assert fail_job["action"] == "FailJob" and fail_job["onExitCodes"]["values"] == [1, 2, 3], "a failed stage is final"
     assert fail_job["onExitCodes"]["containerName"] == "train"
     assert ignore == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}
+    assert "envFrom" not in pod["containers"][0]
+    with_secrets = stage_job(ClusterSettings(trainer_secrets=["smtp-login"]), "ns", "exp", "t00", "train")
+    assert with_secrets["spec"]["template"]["spec"]["containers"][0]["envFrom"] == [{"secretRef": {"name": "smtp-login"}}]
+    assert "envFrom" not in stage_job(ClusterSettings(trainer_secrets=["smtp-login"]), "ns", "exp", "t00", "convert")[
+        "spec"]["template"]["spec"]["containers"][0], "only the trainer sends notifications"
     gpu = server_deployment(settings, "ns", "exp", "t00", "gpu")
     assert gpu["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert "resources" not in server_deployment(settings, "ns", "exp", "t00", "cpu")["spec"]["template"]["spec"]["containers"][0]
@@ -102,3 +107,12 @@ def test_child_names_are_dns_labels():
     assert child_name("exp", "t00", "train") == "exp-t00-train"
     long = child_name("x" * 40, "t00", "convert")
     assert len(long) <= 63 and long == child_name("x" * 40, "t00", "convert")
+
+
+def test_chart_values_reach_the_settings_through_the_environment():
+    from fpgaflow.controller.handlers import settings_from_env
+
+    settings = settings_from_env({"FPGAFLOW_STAGE_RETRIES": "5", "FPGAFLOW_TRAINER_SECRETS": '["smtp-login"]',
+                                  "FPGAFLOW_MAX_RUNNING_TRIALS": "2"})
+    assert (settings.stage_retries, settings.trainer_secrets, settings.max_running_trials) == (5, ["smtp-login"], 2)
+    assert settings_from_env({}) == ClusterSettings()
