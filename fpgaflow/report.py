@@ -15,7 +15,11 @@ def trial_summary(trial: TrialDir) -> dict:
     """What a trial folder says about itself: phase, failing stage and reason, accuracies, benchmark."""
     meta = trial.meta()
     summary: dict = {"name": trial.root.name, "parameters": meta.get("parameters", {}), "phase": "Pending", "stage": None}
-    for stage in STAGES:
+    stages = trial.stages()
+    summary["stages"] = list(stages)
+    if stages != STAGES:
+        summary["note"] = "trained by train.command without a Keras model: convert, serve and bench do not apply"
+    for stage in stages:
         error = trial.error(stage) if stage != "serve" else None
         if error:
             summary.update(phase="Failed", stage=stage, reason=error["reason"], message=error["message"])
@@ -108,8 +112,11 @@ def markdown(name: str, summaries: list[dict], facts: dict) -> str:
     for s in summaries:
         if s["phase"] == "Failed":
             parts.append(f"- **{s['name']} failed** in `{s['stage']}` ({s['reason']}): {s['message']}")
+        elif s.get("note"):
+            parts.append(f"- {s['name']}: {s['note']}")
     plots = [f"![{s['name']} {p}]({s['name']}/{d}/{p}.png)" for s in summaries
-             for d, p in (("train", "training"), ("bench", "latency"), ("bench", "throughput"))]
+             for d, p in (("train", "training"), ("bench", "latency"), ("bench", "throughput"))
+             if d in s.get("stages", STAGES)]
     parts += ["", "## Plots", "", *plots, ""]
     return "\n".join(parts)
 
@@ -133,5 +140,7 @@ def print_report(console, name: str, summaries: list[dict], report_path: Path | 
     for s in summaries:
         if s["phase"] == "Failed":
             console.print(f"[red]{s['name']} failed in {s['stage']} ({s['reason']}): {s['message']}[/red]")
+        elif s.get("note"):
+            console.print(f"{s['name']}: {s['note']}")
     if report_path:
         console.print(f"report: {report_path}")

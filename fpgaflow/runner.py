@@ -186,10 +186,14 @@ class LocalRunner:
         store = self.store
         try:
             for stage in ("train", "convert"):
+                if stage not in td.stages():
+                    self.progress(trial.name, "trained by train.command without a Keras model: nothing to convert or serve")
+                    break
                 store.update_trial(self.experiment.name, trial.name, trial.parameters, phase="Running", stage=stage)
                 self._stage(td, stage)
-            store.update_trial(self.experiment.name, trial.name, trial.parameters, phase="Running", stage="serve")
-            self._serve_and_bench(td, trial)
+            else:
+                store.update_trial(self.experiment.name, trial.name, trial.parameters, phase="Running", stage="serve")
+                self._serve_and_bench(td, trial)
         except StageError as exc:
             reason = exc.reason
             summary = trial_summary(td)

@@ -24,6 +24,9 @@ from fpgaflow.errors import FpgaflowError, MissingArtifact, StageError, StaleRes
 from fpgaflow.spec import ExperimentSpec, spec_to_dict
 
 STAGES = ("train", "convert", "serve", "bench")
+# What the later stages read from train/: a train.command that writes none of them (a PyTorch script,
+# say) trains only, and its trial ends there.
+KERAS_ARTIFACTS = ("model.keras", "scaler.json", "testset.npz")
 # Test samples every stage evaluates on (the fidelity check, the served accuracy): the first N of testset.npz.
 EVALUATION_SAMPLES = 50_000
 
@@ -96,6 +99,11 @@ class TrialDir:
 
     def done(self, stage: str) -> bool:
         return (self.stage_dir(stage) / "result.json").exists()
+
+    def stages(self) -> tuple[str, ...]:
+        """The stages this trial runs: all of them, or only train when its train stage left no Keras model."""
+        train = self.result("train")
+        return ("train",) if train is not None and train.get("convertible") is False else STAGES
 
 
 def run_stage(stage: str, trial_dir: str | Path, work: Callable[[TrialDir, Path], dict], force: bool = False) -> int:

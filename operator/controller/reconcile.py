@@ -52,6 +52,8 @@ def _trial_state(trial: Trial, obs: TrialObservation, gpu_available: bool) -> tu
             return "Failed", stage, [], {"reason": err.get("reason", "StageFailed"), "message": err.get("message", "")}
         if obs.jobs.get(stage) == "failed" and stage not in obs.done:
             return "Failed", stage, [], {"reason": "JobFailed", "message": f"the {stage} Job failed without a reason in the trial folder"}
+    if obs.summary.get("stages") == ["train"] and "train" in obs.done:  # a train.command that trains only
+        return "Succeeded", None, [], {"message": obs.summary.get("note", "")}
     for stage in ("train", "convert"):
         if stage not in obs.done:
             actions = [] if stage in obs.jobs else [Action("job", trial.name, stage)]

@@ -31,7 +31,7 @@ from fpgaflow.trainer.monitor import MetricsReporter, TrainingMetrics
 from fpgaflow.trainer.notify import notify_trial
 from fpgaflow.trainer.preconditions import check, estimate_training_seconds
 from fpgaflow.trainer.pruning import Pruner
-from fpgaflow.trial import TrialDir, write_json
+from fpgaflow.trial import KERAS_ARTIFACTS, TrialDir, write_json
 
 GRADIENT_PROBE = 1024  # training samples of the batch whose gradient norm is recorded each epoch
 
@@ -82,6 +82,7 @@ def run(trial: TrialDir, out: Path, metrics_address: tuple[str, int] | None = No
         host.write()
         if spec.train.command is not None:
             result = run_command(trial, out, spec.train.command)
+            result["convertible"] = all((out / name).exists() for name in KERAS_ARTIFACTS)
         else:
             result = train_keras(trial, spec, out, metrics_address, host)
     except Diverged as exc:

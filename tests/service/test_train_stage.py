@@ -72,3 +72,21 @@ def test_train_command_runs_a_plain_python_script_as_the_stage(tmp_path):
     history = json.loads((td.root / "train" / "history.json").read_text())
     assert validate_history(history) == [] and [row["epoch"] for row in history["epochs"]] == [1, 2, 3, 4]
     assert (td.root / "train" / "git.json").exists(), "provenance is recorded for any framework"
+
+
+def test_a_script_without_a_keras_model_ends_its_trial_after_training(tmp_path):
+    from fpgaflow.report import trial_summary
+
+    script = tmp_path / "logreg.py"
+    script.write_text(SCRIPT)
+    manifest = tmp_path / "script.yaml"
+    manifest.write_text(json.dumps({"apiVersion": "fpgaflow.io/v1alpha1", "kind": "Experiment", "metadata": {"name": "script"},
+                                    "spec": {"train": {"epochs": 3, "learningRate": 0.5, "command": ["python", str(script)]}}}))
+    done = fpgaflow("run", str(manifest), "--home", str(tmp_path / "home"))
+    assert "t00: trained by train.command without a Keras model" in done.stdout
+    td = TrialDir(tmp_path / "home" / "experiments" / "script" / "t00")
+    summary = trial_summary(td)
+    assert summary["phase"] == "Succeeded" and summary["stages"] == ["train"], summary
+    assert summary["accuracy"]["float"] == td.result("train")["accuracy"] and not td.stage_dir("convert").exists()
+    report = (tmp_path / "home" / "experiments" / "script" / "report.md").read_text()
+    assert "t00/train/training.png" in report and "latency.png" not in report

@@ -116,3 +116,9 @@ def test_chart_values_reach_the_settings_through_the_environment():
                                   "FPGAFLOW_MAX_RUNNING_TRIALS": "2"})
     assert (settings.stage_retries, settings.trainer_secrets, settings.max_running_trials) == (5, ["smtp-login"], 2)
     assert settings_from_env({}) == ClusterSettings()
+
+
+def test_a_trial_trained_by_a_script_without_a_keras_model_ends_after_training():
+    summary = {"stages": ["train"], "note": "trained by train.command without a Keras model"}
+    d = decide(trials(), {"t00": TrialObservation(jobs={"train": "succeeded"}, done=frozenset({"train"}), summary=summary)})
+    assert d.actions == [] and d.phase == "Succeeded" and d.trials[0]["message"] == summary["note"]
