@@ -35,6 +35,10 @@ def test_train_on_the_real_digits(tmp_path):
     assert set(row["val_auc"]) == set(result["dataset"]["classes"]) and min(row["val_auc"].values()) > 0.9
     assert set(row["weight_norm"]) == {"fc1", "output"} and row["gradient_norm"] > 0
     assert row["sparsity"] == 0.0 and set(row["dead_relu_fraction"]) == {"relu1"}
+    host = json.loads((td.root / "train" / "host.json").read_text())
+    sampling = host["sampling"]
+    assert sampling["samples"] and sampling["peak_rss_bytes"] > 0 and sampling["min_free_disk_bytes"] > 0
+    assert sampling["gpu_peak_bytes"] is None if not host["gpus"] else sampling["gpu_peak_bytes"] >= 0
 
 
 def test_a_stage_without_its_inputs_fails_with_one_line(tmp_path):
