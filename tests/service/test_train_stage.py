@@ -90,3 +90,38 @@ def test_a_script_without_a_keras_model_ends_its_trial_after_training(tmp_path):
     assert summary["accuracy"]["float"] == td.result("train")["accuracy"] and not td.stage_dir("convert").exists()
     report = (tmp_path / "home" / "experiments" / "script" / "report.md").read_text()
     assert "t00/train/training.png" in report and "latency.png" not in report
+
+
+def test_a_cnn_trains_on_mnist_idx_files_through_the_stage(tmp_path):
+    import gzip
+
+    import numpy as np
+
+    from tests.unit.test_readers import idx_bytes
+
+    rng = np.random.default_rng(0)
+
+    def images(labels):  # digit k lights a 6x6 block at its own place: learnable in a few epochs
+        x = rng.integers(0, 60, (len(labels), 28, 28)).astype(np.uint8)
+        for i, k in enumerate(labels):
+            row, col = divmod(int(k), 4)
+            x[i, 2 + 8 * row:8 + 8 * row, 2 + 6 * col:8 + 6 * col] = 250
+        return x
+
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    for part, n in (("train", 600), ("t10k", 200)):
+        labels = (np.arange(n) % 10).astype(np.uint8)
+        (folder / f"{part}-images-idx3-ubyte.gz").write_bytes(gzip.compress(idx_bytes(images(labels))))
+        (folder / f"{part}-labels-idx1-ubyte.gz").write_bytes(gzip.compress(idx_bytes(labels)))
+    td = _trial(tmp_path, {"dataset": {"name": "mnist", "path": str(folder)},
+                           "model": {"type": "cnn", "filters": [4, 8], "layers": [16], "l1": 0.0},
+                           "train": {"epochs": 4, "batchSize": 32, "learningRate": 0.003}})
+    fpgaflow("train", "--trial-dir", str(td.root))
+    result = td.result("train")
+    assert result["dataset"]["format"] == "idx" and result["dataset"]["shape"] == [28, 28, 1]
+    assert result["dataset"]["train"] == 600 and result["dataset"]["test"] == 200, "the files' own split"
+    assert result["accuracy"] > 0.6, "well above chance (0.1)"
+    with np.load(td.root / "train" / "testset.npz") as testset:
+        assert testset["x"].shape == (200, 28, 28, 1), "test samples in the shape the model takes"
+    assert (td.root / "train" / "training.png").exists()
