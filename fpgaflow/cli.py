@@ -229,6 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # TensorFlow's C++ info and warning lines (oneDNN, CUDA probing, float64 graph passes) drown the
+    # progress lines; set TF_CPP_MIN_LOG_LEVEL=0 to see them. Must be set before TensorFlow is imported.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
