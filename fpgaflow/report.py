@@ -42,6 +42,7 @@ def trial_summary(trial: TrialDir) -> dict:
     summary["dataset"] = train.get("dataset")
     summary["benchmark"] = bench
     summary["timing"] = (convert or {}).get("timing")  # the converter's modelled device latency
+    summary["estimate"] = (convert or {}).get("estimate")  # FPGA resources and latency, estimated without vendor tools
     train_dir = trial.stage_dir("train")
     summary["provenance"] = {name: read_json(train_dir / f"{name}.json") for name in ("git", "host")
                              if (train_dir / f"{name}.json").exists()} or None
@@ -72,6 +73,20 @@ def accuracy_rows(summaries: list[dict]) -> list[list[str]]:
 
 ACCURACY_HEADER = ["trial", "parameters", "phase", "float", "fixed (QAT)", "emulated", "argmax agreement", "served (via gRPC)"]
 LATENCY_HEADER = ["trial", "target", "note", "clients", "p50 [ms]", "p99 [ms]", "mean [ms]", "throughput [req/s]", "errors"]
+
+
+ESTIMATE_HEADER = ["trial", "parameters", "DSP", "LUT", "FF", "BRAM18", "latency [cycles]", "latency [ns]", "II [ns]"]
+
+
+def estimate_rows(summaries: list[dict]) -> list[list[str]]:
+    rows = []
+    for s in summaries:
+        est = s.get("estimate")
+        if est:
+            params = ", ".join(f"{k}={v}" for k, v in s["parameters"].items()) or "—"
+            rows.append([s["name"], params, *(_fmt(est[k]) for k in ("dsp", "lut", "ff", "bram18", "latency_cycles")),
+                         _fmt(est["latency_ns"], 1), _fmt(est["ii_ns"], 1)])
+    return rows
 
 
 def latency_rows(summaries: list[dict]) -> list[list[str]]:
@@ -107,6 +122,8 @@ def markdown(name: str, summaries: list[dict], facts: dict) -> str:
     if synthetic:
         parts.append("- data: **synthetic jets** (fpgaflow's generator with the hls4ml LHC jet features), not the real data set")
     parts += ["", "## Accuracy", "", _md_table(ACCURACY_HEADER, accuracy_rows(summaries)), ""]
+    parts += ["## FPGA resources and latency (estimated without vendor tools; docs/estimates.md says how)", "",
+              _md_table(ESTIMATE_HEADER, estimate_rows(summaries)), ""]
     parts += ["## Latency and throughput (SONIC-style: N clients, each sending requests one after another)", ""]
     parts += [_md_table(LATENCY_HEADER, latency_rows(summaries)), "", FOOTNOTE, ""]
     for s in summaries:
@@ -115,7 +132,7 @@ def markdown(name: str, summaries: list[dict], facts: dict) -> str:
         elif s.get("note"):
             parts.append(f"- {s['name']}: {s['note']}")
     plots = [f"![{s['name']} {p}]({s['name']}/{d}/{p}.png)" for s in summaries
-             for d, p in (("train", "training"), ("bench", "latency"), ("bench", "throughput"))
+             for d, p in (("train", "training"), ("convert", "profiling"), ("bench", "latency"), ("bench", "throughput"))
              if d in s.get("stages", STAGES)]
     parts += ["", "## Plots", "", *plots, ""]
     return "\n".join(parts)
@@ -126,6 +143,7 @@ def print_report(console, name: str, summaries: list[dict], report_path: Path | 
 
     for title, header, rows in (
         (f"{name}: accuracy on the test set", ACCURACY_HEADER, accuracy_rows(summaries)),
+        (f"{name}: FPGA resources and latency, estimated", ESTIMATE_HEADER, estimate_rows(summaries)),
         (f"{name}: latency and throughput per target", LATENCY_HEADER, latency_rows(summaries)),
     ):
         table = Table(title=title, title_justify="left")

@@ -11,7 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
+from fpgaflow.converter import trace
 from fpgaflow.converter.emulator import load_emulator, write_manifest
+from fpgaflow.converter.estimate import estimate as estimate_resources
+from fpgaflow.converter.estimate import layers_from_hls_model
 from fpgaflow.converter.timing import estimate_hls_model
 from fpgaflow.errors import FidelityError, MissingArtifact
 from fpgaflow.preprocess import Scaler
@@ -98,6 +101,10 @@ def fidelity(reference: np.ndarray, emulated: np.ndarray, labels: np.ndarray) ->
 
 
 def _check(report: dict, hls: HLSSpec) -> None:
+    """Fail the stage when the emulation does not compute what the float model computes, saying why:
+    the per-layer diagnosis names the first layer whose error jumps (overflow or resolution), when there is one."""
+    found = (report.get("diagnosis") or {}).get("message")
+    hint = found or "widen hls.precision or the failing layers' types"
     if report["emulated_output_spread"] == 0.0:
         raise FidelityError(
             "the emulation returns the same output for every input (a constant softmax); "
@@ -107,7 +114,7 @@ def _check(report: dict, hls: HLSSpec) -> None:
         raise FidelityError(
             f"the emulation agrees with the float model on {report['argmax_agreement']:.2%} of the test set, "
             f"below hls.minAgreement {hls.min_agreement:.2%} (float accuracy {report['accuracy_float']:.4f}, "
-            f"emulated {report['accuracy_emulated']:.4f}); widen hls.precision or the failing layers' types"
+            f"emulated {report['accuracy_emulated']:.4f}); {hint}"
         )
 
 
@@ -147,6 +154,9 @@ def run(trial: TrialDir, out: Path) -> dict:
         clock_period=hls.clock_period,
         io_type=hls.io_type,
     )
+    traced = hls.io_type == "io_parallel"  # hls4ml's trace of io_stream designs empties their streams
+    if traced:
+        trace.enable_trace(hls_model)  # per-layer outputs from the same compile (C simulation only)
     started = time.perf_counter()
     hls_model.compile()
     compile_seconds = time.perf_counter() - started
@@ -163,8 +173,18 @@ def run(trial: TrialDir, out: Path) -> dict:
             "threshold": hls.min_agreement,
         }
     )
+    classes = ((trial.result("train") or {}).get("dataset") or {}).get("classes") or [str(i) for i in range(reference.shape[1])]
+    report["per_class_auc"] = {"float": trace.per_class_auc(y, reference, classes),
+                               "emulated": trace.per_class_auc(y, emulated, classes)}
     if quantized:
         report["bit_exact"] = bool(np.array_equal(reference, emulated))
+    if traced:
+        probe = x[: trace.TRACE_SAMPLES]
+        report["layers"] = trace.layer_trace(model, hls_model, probe)
+        report["diagnosis"] = trace.diagnose(report["layers"])
+        trace.profiling_plot(model, hls_model, probe, out / "profiling.png")
+    resources = estimate_resources(layers_from_hls_model(hls_model), hls.clock_period, hls.io_type)
+    write_json(out / "estimate.json", resources)
     write_json(out / "fidelity.json", report)
     write_json(out / "hls_config.json", config)
     _check(report, hls)
@@ -204,7 +224,8 @@ def run(trial: TrialDir, out: Path) -> dict:
     with tarfile.open(out / "hls4ml_prj.tar.gz", "w:gz") as tar:
         tar.add(project_dir, arcname=f"{trial.experiment}-{trial.root.name}-hls4ml_prj")
     return {
-        "fidelity": report,
+        "fidelity": {k: v for k, v in report.items() if k != "layers"},  # the per-layer trace is in fidelity.json
+        "estimate": resources["total"],
         "timing": {k: timing[k] for k in ("latency_cycles", "ii_cycles", "latency_ns", "ii_ns")},
         "project": str(project_dir.relative_to(trial.root)),
         "tarball": "convert/hls4ml_prj.tar.gz",
