@@ -43,6 +43,7 @@ def trial_summary(trial: TrialDir) -> dict:
     summary["benchmark"] = bench
     summary["timing"] = (convert or {}).get("timing")  # the converter's modelled device latency
     summary["estimate"] = (convert or {}).get("estimate")  # FPGA resources and latency, estimated without vendor tools
+    summary["reuse_factor_corrections"] = (convert or {}).get("reuse_factor_corrections") or []
     train_dir = trial.stage_dir("train")
     summary["provenance"] = {name: read_json(train_dir / f"{name}.json") for name in ("git", "host")
                              if (train_dir / f"{name}.json").exists()} or None
@@ -124,6 +125,8 @@ def markdown(name: str, summaries: list[dict], facts: dict) -> str:
     parts += ["", "## Accuracy", "", _md_table(ACCURACY_HEADER, accuracy_rows(summaries)), ""]
     parts += ["## FPGA resources and latency (estimated without vendor tools; docs/estimates.md says how)", "",
               _md_table(ESTIMATE_HEADER, estimate_rows(summaries)), ""]
+    parts += [f"- {s['name']}: reuse factor {c['asked']} of `{c['layer']}` ({c['shape'][0]}x{c['shape'][1]}) is not valid by "
+              f"hls4ml's rule; {c['used']} was used" for s in summaries for c in s.get("reuse_factor_corrections", [])]
     parts += ["## Latency and throughput (SONIC-style: N clients, each sending requests one after another)", ""]
     parts += [_md_table(LATENCY_HEADER, latency_rows(summaries)), "", FOOTNOTE, ""]
     for s in summaries:

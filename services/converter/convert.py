@@ -86,6 +86,37 @@ def apply_hls_spec(base: dict, hls: HLSSpec, n_classes: int) -> dict:
     return cfg
 
 
+def multiplier_shapes(model) -> dict[str, tuple[int, int]]:
+    """(n_in, n_out) of each layer with a kernel, as hls4ml counts them for its reuse factor: a dense
+    kernel's rows and columns, a convolution's kernel height x width x channels and filters."""
+    shapes = {}
+    for layer in model.layers:
+        kernel = getattr(layer, "kernel", None)
+        if kernel is not None and len(kernel.shape) >= 2:
+            shape = tuple(int(d) for d in kernel.shape)
+            shapes[layer.name] = (math.prod(shape[:-1]), shape[-1])
+    return shapes
+
+
+def correct_reuse_factors(config: dict, shapes: dict[str, tuple[int, int]], backend) -> list[dict]:
+    """hls4ml's rule for a layer's reuse factor (``backend.get_valid_reuse_factors``: it divides n_in x n_out,
+    and with n_in it fits the multiplier array) applied to every layer with a kernel: an invalid one becomes
+    the nearest valid one (hls4ml's choice, the smaller of two equally near), and each change is listed.
+    hls4ml itself corrects only Resource-strategy layers, silently but for a printed warning."""
+    corrections = []
+    for name, (n_in, n_out) in shapes.items():
+        layer = config.get("LayerName", {}).get(name)
+        if layer is None:
+            continue
+        asked = int(layer.get("ReuseFactor", config.get("Model", {}).get("ReuseFactor", 1)))
+        valid = backend.get_valid_reuse_factors(n_in, n_out)
+        if asked not in valid:
+            used = backend.get_closest_reuse_factor(valid, asked)
+            layer["ReuseFactor"] = used
+            corrections.append({"layer": name, "asked": asked, "used": used, "shape": [n_in, n_out], "valid": valid})
+    return corrections
+
+
 def fidelity(reference: np.ndarray, emulated: np.ndarray, labels: np.ndarray) -> dict:
     """Float model against emulation on the same inputs: accuracies, argmax agreement, largest error."""
     ref_class, emu_class = reference.argmax(axis=1), emulated.argmax(axis=1)
@@ -142,6 +173,10 @@ def run(trial: TrialDir, out: Path) -> dict:
         config = qat.hls_config(base, hls)
     else:
         config = apply_hls_spec(base, hls, n_classes=int(model.outputs[0].shape[-1]))
+    corrections = correct_reuse_factors(config, multiplier_shapes(model), hls4ml.backends.get_backend(hls.backend))
+    for c in corrections:
+        print(f"convert: reuse factor {c['asked']} of {c['layer']} ({c['shape'][0]}x{c['shape'][1]}) is not valid "
+              f"by hls4ml's rule; {c['used']} is used instead")
     project_dir = out / "hls4ml_prj"
     shutil.rmtree(project_dir, ignore_errors=True)
     hls_model = hls4ml.converters.convert_from_keras_model(
@@ -226,6 +261,7 @@ def run(trial: TrialDir, out: Path) -> dict:
     return {
         "fidelity": {k: v for k, v in report.items() if k != "layers"},  # the per-layer trace is in fidelity.json
         "estimate": resources["total"],
+        "reuse_factor_corrections": [{k: c[k] for k in ("layer", "asked", "used", "shape")} for c in corrections],
         "timing": {k: timing[k] for k in ("latency_cycles", "ii_cycles", "latency_ns", "ii_ns")},
         "project": str(project_dir.relative_to(trial.root)),
         "tarball": "convert/hls4ml_prj.tar.gz",

@@ -59,3 +59,19 @@ def test_softmax_sum_type_fits_the_number_of_classes():
     assert softmax_sum_type(5) == "ap_ufixed<18,3,AP_RND,AP_SAT>"  # a sum of 5 exponentials is at most 5 < 8
     assert softmax_sum_type(10) == "ap_ufixed<18,4,AP_RND,AP_SAT>"
     assert softmax_sum_type(1) == "ap_ufixed<18,1,AP_RND,AP_SAT>"
+
+
+def test_an_invalid_reuse_factor_becomes_the_nearest_valid_one_and_is_reported():
+    import hls4ml
+
+    from fpgaflow.converter.convert import correct_reuse_factors
+
+    cfg = apply_hls_spec(BASE, HLSSpec(reuseFactor=4, layers={"fc1": {"reuseFactor": 3}, "output": {"reuseFactor": 12}}),
+                         n_classes=5)
+    corrections = correct_reuse_factors(cfg, {"fc1": (16, 8), "output": (8, 5)}, hls4ml.backends.get_backend("Vitis"))
+    # 16x8 allows 1, 2, 4, 8, ...: 3 is as near to 2 as to 4, and hls4ml takes the smaller; 8x5 allows 1, 2, 4, 8, 40
+    assert [(c["layer"], c["asked"], c["used"]) for c in corrections] == [("fc1", 3, 2), ("output", 12, 8)]
+    assert cfg["LayerName"]["fc1"]["ReuseFactor"] == 2 and cfg["LayerName"]["output"]["ReuseFactor"] == 8
+    assert corrections[1]["valid"] == [1, 2, 4, 8, 40] and corrections[1]["shape"] == [8, 5]
+    cfg = apply_hls_spec(BASE, HLSSpec(reuseFactor=4), n_classes=5)
+    assert correct_reuse_factors(cfg, {"fc1": (16, 8), "output": (8, 5)}, hls4ml.backends.get_backend("Vitis")) == []
