@@ -1,0 +1,98 @@
+"""The convert stage as users run it: per-layer types reach the generated HLS, the estimate and the
+per-layer trace are written, the exported project holds what the emulation ran, and a layer built to
+overflow fails the fidelity check with a diagnosis that names it."""
+
+from __future__ import annotations
+
+import json
+import re
+import tarfile
+
+import pytest
+
+from fpgaflow.spec import ExperimentSpec
+from fpgaflow.trial import TrialDir
+from tests.conftest import fpgaflow
+
+pytestmark = pytest.mark.slow
+
+BASE = {"dataset": {"name": "jets", "samples": 8000, "seed": 6}, "model": {"layers": [16, 8], "l1": 0.0},
+        "train": {"epochs": 3, "batchSize": 128, "learningRate": 0.005}}
+
+
+def _trained(tmp_path, name: str, hls: dict) -> TrialDir:
+    td = TrialDir.create(tmp_path / name, "convert", name, {}, ExperimentSpec.model_validate({**BASE, "hls": hls}))
+    fpgaflow("train", "--trial-dir", str(td.root))
+    return td
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+    hls = {"precision": "ap_fixed<16,6>", "reuseFactor": 1,
+           "layers": {"fc1": {"precision": {"weight": "ap_fixed<8,3,AP_RND,AP_SAT>", "result": "ap_fixed<14,5>"},
+                              "reuseFactor": 3}}}
+    td = _trained(tmp_path_factory.mktemp("convert"), "t00", hls)
+    fpgaflow("convert", "--trial-dir", str(td.root))
+    return td
+
+
+def _generated_types(td: TrialDir) -> dict[str, str]:
+    """Each layer's weight and result type as the generated HLS declares them (defines.h's typedefs; the
+    result type of a layer is the output type of its call in myproject.cpp, which names the layer)."""
+    firmware = td.stage_dir("convert") / "hls4ml_prj" / "firmware"
+    typedefs = {name: kind for kind, name in re.findall(r"typedef\s+(.+?)\s+(\w+);", (firmware / "defines.h").read_text())}
+    types = {name: kind for name, kind in typedefs.items() if name.endswith("_weight_t")}
+    for out_type, layer in re.findall(r"nnet::\w+<\w+, (\w+), \w+>\(.*\); // (\w+)", (firmware / "myproject.cpp").read_text()):
+        types[f"{layer}_result_t"] = typedefs[out_type]
+    return types
+
+
+def test_per_layer_types_reach_the_generated_hls(converted):
+    types = _generated_types(converted)
+    assert types["fc1_weight_t"] == "ap_fixed<8,3,AP_RND,AP_SAT,0>" and types["fc1_result_t"] == "ap_fixed<14,5>"
+    assert types["fc2_weight_t"] == "ap_fixed<16,6>" and types["fc2_result_t"] == "ap_fixed<16,6>", "the others keep hls.precision"
+
+
+def test_an_invalid_reuse_factor_is_corrected_and_reported(converted):
+    result = converted.result("convert")
+    assert result["reuse_factor_corrections"] == [{"layer": "fc1", "asked": 3, "used": 2, "shape": [16, 16]}]
+    hls_config = json.loads((converted.stage_dir("convert") / "hls_config.json").read_text())
+    assert hls_config["LayerName"]["fc1"]["ReuseFactor"] == 2
+
+
+def test_the_estimate_and_the_trace_are_written_and_reported(converted):
+    from fpgaflow.report import markdown, trial_summary
+
+    out = converted.stage_dir("convert")
+    estimate = json.loads((out / "estimate.json").read_text())
+    fc2 = next(layer for layer in estimate["layers"] if layer["name"] == "fc2")
+    assert fc2["dsp"] == 16 * 8, "a 16-bit 16x8 dense layer at reuse factor 1: one DSP a multiplication"
+    assert estimate["total"]["dsp"] == sum(layer["dsp"] for layer in estimate["layers"])
+    fidelity = json.loads((out / "fidelity.json").read_text())
+    assert [row["layer"] for row in fidelity["layers"]][:2] == ["fc1", "relu1"] and fidelity["diagnosis"] is None
+    assert set(fidelity["per_class_auc"]["emulated"]) == {"g", "q", "w", "z", "t"}
+    assert (out / "profiling.png").read_bytes().startswith(b"\x89PNG")
+    report = markdown("convert", [trial_summary(converted)], {})
+    assert "## FPGA resources and latency" in report and f"| {estimate['total']['dsp']} |" in report
+    assert "t00/convert/profiling.png" in report and "reuse factor 3 of `fc1`" in report
+
+
+def test_the_exported_project_holds_the_weights_the_emulation_ran(converted):
+    out = converted.stage_dir("convert")
+    manifest = json.loads((out / "emulator" / "emulator.json").read_text())
+    weights = out / "hls4ml_prj" / "firmware" / "weights"
+    assert manifest["weights_dir"] == str(weights.resolve())
+    with tarfile.open(out / "hls4ml_prj.tar.gz") as tar:
+        exported = {m.name.split("/firmware/weights/")[1]: tar.extractfile(m).read()
+                    for m in tar.getmembers() if "/firmware/weights/" in m.name and m.isfile()}
+    assert exported and exported == {p.name: p.read_bytes() for p in weights.iterdir()}
+
+
+def test_a_layer_built_to_overflow_fails_the_check_naming_it(tmp_path):
+    hls = {"precision": "ap_fixed<16,6>", "minAgreement": 0.95, "layers": {"fc2": {"precision": {"result": "ap_fixed<5,1>"}}}}
+    td = _trained(tmp_path, "t01", hls)
+    done = fpgaflow("convert", "--trial-dir", str(td.root), check=False)
+    assert done.returncode != 0
+    error = td.error("convert")
+    assert error["reason"] == "FidelityCheckFailed", error
+    assert "fc2 overflows" in error["message"] and "hls.layers.fc2.precision.result" in error["message"], error
