@@ -89,3 +89,23 @@ def plot_benchmark(rows: list[dict], outdir: Path, title: str) -> None:
         fig.tight_layout()
         fig.savefig(outdir / f"{name}.png", dpi=110)
         plt.close(fig)
+
+
+def plot_pareto(points: list[dict], path: Path, title: str) -> None:
+    """pareto.png: emulated accuracy against DSPs and against latency, one dot a trial, the front joined."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
+    for ax, (key, label) in zip(axes, (("dsp", "DSPs (estimated)"), ("latency_ns", "latency [ns] (estimated)")), strict=True):
+        ax.scatter([p[key] for p in points], [p["accuracy"] for p in points], color="tab:gray", label="trial")
+        front = sorted((p for p in points if p[f"front_{key}"]), key=lambda p: p[key])
+        ax.plot([p[key] for p in front], [p["accuracy"] for p in front], marker="o", color="tab:red", label="Pareto front")
+        for p in points:
+            ax.annotate(p["name"], (p[key], p["accuracy"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        ax.set_xlabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    axes[0].set_ylabel("emulated accuracy")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

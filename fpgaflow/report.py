@@ -90,6 +90,36 @@ def estimate_rows(summaries: list[dict]) -> list[list[str]]:
     return rows
 
 
+def pareto_front(points: list[tuple[float, float]]) -> list[bool]:
+    """Which (cost, accuracy) points no other point beats: as cheap or cheaper and as accurate or more,
+    better in one of the two."""
+    return [not any(c2 <= c and a2 >= a and (c2 < c or a2 > a) for c2, a2 in points) for c, a in points]
+
+
+PARETO_COSTS = (("dsp", "DSP"), ("latency_ns", "latency [ns]"))
+
+
+def sweep_points(summaries: list[dict]) -> list[dict]:
+    """The finished trials with an emulated accuracy and an estimate, each marked on the Pareto front of
+    accuracy against DSPs and against latency."""
+    done = [s for s in summaries if s.get("estimate") and s["accuracy"].get("emulated") is not None]
+    points = [{"name": s["name"], "parameters": s["parameters"], "accuracy": s["accuracy"]["emulated"],
+               **{key: s["estimate"][key] for key, _ in PARETO_COSTS}} for s in done]
+    for key, _ in PARETO_COSTS:
+        for point, front in zip(points, pareto_front([(p[key], p["accuracy"]) for p in points]), strict=True):
+            point[f"front_{key}"] = front
+    return points
+
+
+PARETO_HEADER = ["trial", "parameters", "emulated accuracy", "DSP", "latency [ns]", "front (DSP)", "front (latency)"]
+
+
+def pareto_rows(points: list[dict]) -> list[list[str]]:
+    return [[p["name"], ", ".join(f"{k}={v}" for k, v in p["parameters"].items()) or "—", _fmt(p["accuracy"]),
+             _fmt(p["dsp"]), _fmt(p["latency_ns"], 1), "yes" if p["front_dsp"] else "", "yes" if p["front_latency_ns"] else ""]
+            for p in sorted(points, key=lambda p: -p["accuracy"])]
+
+
 def latency_rows(summaries: list[dict]) -> list[list[str]]:
     rows = []
     for s in summaries:
@@ -127,6 +157,10 @@ def markdown(name: str, summaries: list[dict], facts: dict) -> str:
               _md_table(ESTIMATE_HEADER, estimate_rows(summaries)), ""]
     parts += [f"- {s['name']}: reuse factor {c['asked']} of `{c['layer']}` ({c['shape'][0]}x{c['shape'][1]}) is not valid by "
               f"hls4ml's rule; {c['used']} was used" for s in summaries for c in s.get("reuse_factor_corrections", [])]
+    points = sweep_points(summaries)
+    if len(points) > 1:
+        parts += ["## Sweep: accuracy against DSPs and latency (Pareto front: no trial is cheaper and as accurate)", "",
+                  _md_table(PARETO_HEADER, pareto_rows(points)), "", "![Pareto front](pareto.png)", ""]
     parts += ["## Latency and throughput (SONIC-style: N clients, each sending requests one after another)", ""]
     parts += [_md_table(LATENCY_HEADER, latency_rows(summaries)), "", FOOTNOTE, ""]
     for s in summaries:

@@ -22,8 +22,9 @@ from pathlib import Path
 
 from fpgaflow.errors import StageError, StaleResult
 from fpgaflow.plan import Trial, plan_trials
+from fpgaflow.plots import plot_pareto
 from fpgaflow.provenance import git_info
-from fpgaflow.report import markdown, trial_summary
+from fpgaflow.report import markdown, sweep_points, trial_summary
 from fpgaflow.spec import Experiment, spec_hash
 from fpgaflow.store import RunStore
 from fpgaflow.trial import TrialDir, read_json, write_json
@@ -241,6 +242,9 @@ class LocalRunner:
                  "git commit": (read_json(self.folder / "experiment.json")["git"].get("commit") or "not in git")}
         path = self.folder / "report.md"
         path.write_text(markdown(self.experiment.name, summaries, facts))
+        points = sweep_points(summaries)
+        if len(points) > 1:
+            plot_pareto(points, self.folder / "pareto.png", f"{self.experiment.name}: accuracy against cost")
         write_json(self.folder / "timeline.json", sorted(self.timeline, key=lambda e: e["start"]))
         return path
 
