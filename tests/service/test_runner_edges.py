@@ -104,6 +104,9 @@ def test_sweep_runs_every_trial_in_parallel_and_benchmarks_one_at_a_time(tmp_pat
         assert config["Model"]["ReuseFactor"] == spec["parameters"]["hls.reuseFactor"]
         assert config["Model"]["Precision"]["default"] == spec["parameters"]["hls.precision"]
     assert done.stdout.count("Succeeded") == 4
+    report = (folder / "report.md").read_text()
+    assert "## Sweep: accuracy against DSPs and latency" in report and (folder / "pareto.png").exists()
+    assert report.count("hls.reuseFactor=") >= 4 + 4, "every trial in the accuracy table and in the sweep table"
     timeline = json.loads((folder / "timeline.json").read_text())
     spans = {(e["trial"], e["stage"]): (e["start"], e["end"]) for e in timeline}
     assert len(spans) == 12  # train, convert, bench for each trial
