@@ -99,8 +99,11 @@ def plot_pareto(points: list[dict], path: Path, title: str) -> None:
         ax.scatter([p[key] for p in points], [p["accuracy"] for p in points], color="tab:gray", label="trial")
         front = sorted((p for p in points if p[f"front_{key}"]), key=lambda p: p[key])
         ax.plot([p[key] for p in front], [p["accuracy"] for p in front], marker="o", color="tab:red", label="Pareto front")
-        for p in points:
-            ax.annotate(p["name"], (p[key], p["accuracy"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        names: dict[tuple, list[str]] = {}
+        for p in points:  # trials on the same spot share one label
+            names.setdefault((p[key], p["accuracy"]), []).append(p["name"])
+        for spot, trials in names.items():
+            ax.annotate(", ".join(trials), spot, textcoords="offset points", xytext=(4, 4), fontsize=8)
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
         ax.legend()
