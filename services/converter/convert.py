@@ -15,7 +15,7 @@ from fpgaflow.converter import trace
 from fpgaflow.converter.emulator import load_emulator, write_manifest
 from fpgaflow.converter.estimate import estimate as estimate_resources
 from fpgaflow.converter.estimate import layers_from_hls_model
-from fpgaflow.converter.timing import estimate_hls_model
+from fpgaflow.converter.timing import device_timing
 from fpgaflow.errors import FidelityError, MissingArtifact
 from fpgaflow.preprocess import Scaler
 from fpgaflow.spec import HLSSpec
@@ -226,7 +226,7 @@ def run(trial: TrialDir, out: Path) -> dict:
     if quantized and not report["bit_exact"]:
         raise FidelityError(f"the emulation differs from the QAT model's own outputs by up to {report['max_abs_error']:g}: "
                             "hls4ml should convert an HGQ2 model bit-exactly")
-    timing = estimate_hls_model(hls_model, hls.clock_period)
+    timing = device_timing(resources)
     write_json(out / "timing.json", timing)
 
     emulator_dir = out / "emulator"

@@ -11,14 +11,15 @@ Per layer, in clock cycles:
 
 The design's latency is the sum over layers and its initiation interval the largest layer's (the
 top function is one pipeline). A batch of B samples takes latency + (B - 1) * II cycles on one device.
-This is the estimate the `fpga` serving target reports as its modelled device latency; a synthesis
-report (vitis_hls) is the reference it approximates.
+The converter's estimate (services/converter/estimate.py) uses these per-layer functions; its totals
+are what the `fpga` serving target reports as its modelled device latency (``device_timing``); a
+synthesis report (vitis_hls) is the reference it approximates.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 ADDER_LEVELS_PER_CYCLE = 2
 RESOURCE_EXTRA_CYCLES = 2
@@ -48,42 +49,16 @@ def softmax_timing(name: str, n_in: int) -> LayerTiming:
     return LayerTiming(name, "Softmax", 2 * tree + 3, 1)
 
 
-def layer_timing(name: str, class_name: str, attrs: dict) -> LayerTiming | None:
-    """The timing of one hls4ml layer from its class and attributes; None for layers that cost nothing."""
-    if class_name in ("Input",):
-        return None
-    if class_name == "Dense":
-        return dense_timing(name, int(attrs["n_in"]), int(attrs.get("reuse_factor") or 1), str(attrs.get("strategy") or "latency"))
-    if class_name == "Softmax":
-        return softmax_timing(name, int(attrs["n_in"]))
-    if class_name in ("Activation", "ParametrizedActivation", "LeakyReLU", "ReLU"):
-        return LayerTiming(name, class_name, 1, 1)
-    raise ValueError(f"no timing model for layer {name!r} of type {class_name}")
-
-
-def estimate(layers: list[LayerTiming], clock_period_ns: float) -> dict:
-    latency = sum(t.latency_cycles for t in layers)
-    ii = max((t.ii_cycles for t in layers), default=1)
+def device_timing(estimate: dict) -> dict:
+    """timing.json, what the `fpga` target models its device with: the latency and II of the converter's
+    estimate (services/converter/estimate.py, whose Dense and Softmax latencies are the functions above)."""
+    total = estimate["total"]
     return {
-        "model": "fpgaflow first-order io_parallel timing model (services/converter/timing.py)",
-        "clock_period_ns": clock_period_ns,
-        "latency_cycles": latency,
-        "ii_cycles": ii,
-        "latency_ns": latency * clock_period_ns,
-        "ii_ns": ii * clock_period_ns,
-        "layers": [asdict(t) for t in layers],
+        "model": estimate["model"],
+        "clock_period_ns": estimate["clock_period_ns"],
+        **{key: total[key] for key in ("latency_cycles", "ii_cycles", "latency_ns", "ii_ns")},
+        "layers": [{key: layer[key] for key in ("name", "latency_cycles", "ii_cycles")} for layer in estimate["layers"]],
     }
-
-
-def estimate_hls_model(hls_model, clock_period_ns: float) -> dict:
-    """The estimate for a converted hls4ml model (its graph's layers and their attributes)."""
-    timings = []
-    for layer in hls_model.get_layers():
-        attrs = {k: layer.get_attr(k) for k in ("n_in", "reuse_factor", "strategy")}
-        timing = layer_timing(layer.name, layer.class_name, attrs)
-        if timing is not None:
-            timings.append(timing)
-    return estimate(timings, clock_period_ns)
 
 
 def device_seconds(timing: dict, batch: int) -> float:
