@@ -5,18 +5,17 @@ from __future__ import annotations
 import copy
 import math
 import shutil
-import tarfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from fpgaflow.converter import trace
+from fpgaflow.converter import export, trace
 from fpgaflow.converter.emulator import load_emulator, write_manifest
 from fpgaflow.converter.estimate import estimate as estimate_resources
 from fpgaflow.converter.estimate import layers_from_hls_model
 from fpgaflow.converter.timing import device_timing
-from fpgaflow.errors import FidelityError, MissingArtifact
+from fpgaflow.errors import FidelityError, MissingArtifact, StageError
 from fpgaflow.preprocess import Scaler
 from fpgaflow.spec import HLSSpec
 from fpgaflow.trial import EVALUATION_SAMPLES, TrialDir, write_json
@@ -159,7 +158,14 @@ def run(trial: TrialDir, out: Path) -> dict:
     train_dir = trial.stage_dir("train")
     if not trial.done("train"):
         raise MissingArtifact(f"{train_dir} has no finished training; run the train stage first")
+    import fpgaflow.trainer.model  # noqa: F401  registers the binary model's layers with Keras
+
     model = qat.load_model(train_dir / "model.keras")
+    if spec.model.type == "binary":  # packed weights and thresholds in the BNN-PYNQ/FINN layout
+        export.export_bnn(model, out / "bnn")
+        raise StageError(f"the BNN export (BNN-PYNQ/FINN layout, docs/exports.md) is in {out / 'bnn'}; hls4ml 1.3 does "
+                         "not convert fpgaflow's binary layers (BinaryDense, SignActivation), so there is no emulation to check "
+                         "or serve", reason="BinaryExportOnly")
     quantized = qat.is_qat(model)  # quantize.method qat: the model's quantizers carry the HLS types
     scaler = Scaler.load(train_dir / "scaler.json")
     testset = np.load(train_dir / "testset.npz")
@@ -256,8 +262,9 @@ def run(trial: TrialDir, out: Path) -> dict:
     if not np.array_equal(load_emulator(emulator_dir).predict(probe), emulated[: len(probe)]):
         raise FidelityError("the emulator artifact does not reproduce hls4ml's predictions")
 
-    with tarfile.open(out / "hls4ml_prj.tar.gz", "w:gz") as tar:
-        tar.add(project_dir, arcname=f"{trial.experiment}-{trial.root.name}-hls4ml_prj")
+    # what a user with the vendor tools synthesizes: exactly the project that was emulated, plus build.sh
+    export.write_build_script(project_dir, PROJECT, hls.part, hls.clock_period, hls.backend)
+    export.pack_project(project_dir, out / "hls4ml_prj.tar.gz", f"{trial.experiment}-{trial.root.name}-hls4ml_prj")
     return {
         "fidelity": {k: v for k, v in report.items() if k != "layers"},  # the per-layer trace is in fidelity.json
         "estimate": resources["total"],

@@ -96,3 +96,17 @@ def test_a_layer_built_to_overflow_fails_the_check_naming_it(tmp_path):
     error = td.error("convert")
     assert error["reason"] == "FidelityCheckFailed", error
     assert "fc2 overflows" in error["message"] and "hls.layers.fc2.precision.result" in error["message"], error
+
+
+def test_a_binary_model_is_exported_in_the_bnn_layout(tmp_path):
+    from fpgaflow.converter.export import read_bnn
+
+    spec = {"dataset": {"name": "digits", "seed": 3}, "model": {"type": "binary", "layers": [32]},
+            "train": {"epochs": 2, "batchSize": 64, "learningRate": 0.01}}
+    td = TrialDir.create(tmp_path / "t02", "convert", "t02", {}, ExperimentSpec.model_validate(spec))
+    fpgaflow("train", "--trial-dir", str(td.root))
+    assert fpgaflow("convert", "--trial-dir", str(td.root), check=False).returncode != 0
+    error = td.error("convert")
+    assert error["reason"] == "BinaryExportOnly" and "does not convert" in error["message"], error
+    bnn = read_bnn(td.stage_dir("convert") / "bnn")
+    assert [layer["weights"].shape for layer in bnn["layers"]] == [(64, 32), (32, 10)]
