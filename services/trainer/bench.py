@@ -81,10 +81,11 @@ def overhead(rows: list[dict]) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    # the size of OpenML's hls4ml_lhc_jets_hlf (830,000 jets), as synthetic jets, and the demo's epochs
+    # the size of OpenML's hls4ml_lhc_jets_hlf (830,000 jets), as synthetic jets, and the epochs of
+    # examples/jet-tagger.yaml
     parser.add_argument("--samples", type=int, default=830_000)
-    parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", type=Path, default=Path(".cache/bench/trainer-overhead.json"))
     args = parser.parse_args(argv)
     spec = bench_spec(args.samples, args.epochs)

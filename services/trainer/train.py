@@ -24,7 +24,7 @@ from fpgaflow.trainer.checkpoint import Checkpointer, ResumedEarlyStopping, late
 from fpgaflow.trainer.command import run_command
 from fpgaflow.trainer.datasets import load_dataset
 from fpgaflow.trainer.diagnostics import Diagnostics
-from fpgaflow.trainer.epochstats import EpochStatistics
+from fpgaflow.trainer.epochstats import EpochStatistics, StepGradient
 from fpgaflow.trainer.hostmon import HostSampler
 from fpgaflow.trainer.model import build_model, model_input
 from fpgaflow.trainer.monitor import MetricsReporter, TrainingMetrics
@@ -33,7 +33,7 @@ from fpgaflow.trainer.preconditions import check, estimate_training_seconds
 from fpgaflow.trainer.pruning import Pruner
 from fpgaflow.trial import KERAS_ARTIFACTS, TrialDir, write_json
 
-GRADIENT_PROBE = 1024  # training samples of the batch whose gradient norm is recorded each epoch
+GRADIENT_PROBE = 1024  # training samples whose gradient norm is recorded when the optimizer's moments cannot tell it
 
 
 class HistoryRecorder(keras.callbacks.Callback):
@@ -146,12 +146,13 @@ def train_keras(trial: TrialDir, spec: ExperimentSpec, out: Path, metrics_addres
     split = validation_split(len(x_train), spec.train.validation_fraction)
     x_fit, y_fit, x_val, y_val = x_train[:split], data.y_train[:split], x_train[split:], data.y_train[split:]
     probe = min(GRADIENT_PROBE, spec.train.batch_size)
-    statistics = EpochStatistics(x_val, y_val, x_fit[:probe], y_fit[:probe], data.classes)
+    step_gradient = StepGradient(math.ceil(len(x_fit) / spec.train.batch_size))
+    statistics = EpochStatistics(x_val, y_val, x_fit[:probe], y_fit[:probe], data.classes, step_gradient)
     recorder = HistoryRecorder(out / "history.json", planned_epochs(spec), state.get("history"), statistics)
     diagnostics = Diagnostics(recorder.epochs, spec.train.diagnostics)
     checkpointer = Checkpointer(checkpoints, recorder.epochs, healthy=lambda: diagnostics.diagnosis is None,
                                 extra={"accuracy_float": state.get("accuracy_float")})
-    callbacks: list[keras.callbacks.Callback] = [recorder, diagnostics, checkpointer]
+    callbacks: list[keras.callbacks.Callback] = [step_gradient, recorder, diagnostics, checkpointer]
     if spec.train.pruning is not None:  # one pruner for both phases: the fixed-point model keeps the zeros
         callbacks.append(Pruner(spec.train.pruning, spec.train.epochs))
     if monitor is not None:
