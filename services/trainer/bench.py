@@ -2,10 +2,10 @@
 
 Both sides train the same model (the spec's, same seed) on the same data for the same epochs; the
 trainer adds everything it does around the fit: history rows with their statistics, diagnostics,
-a checkpoint every epoch, live metrics on a port, host sampling. Runs alternate (plain, trainer,
-plain, ...) so that drift of a noisy machine hits both alike; the figure is the median of the
-paired overheads (each trainer run against the plain run just before it), the ratio of the
-medians beside it.
+a checkpoint every epoch, live metrics on a port, host sampling. Runs come in pairs whose order
+alternates (plain then trainer, trainer then plain, ...) from a cleared Keras session, so that drift
+and the machine's warmth hit both alike; the figure is the median of the paired overheads, the ratio
+of the medians beside it.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ def bench_spec(samples: int, epochs: int) -> ExperimentSpec:
 
 def plain_fit_seconds(spec: ExperimentSpec, data, scaler: Scaler) -> float:
     """What a user would write without fpgaflow: build, compile, fit; only the fit is timed."""
+    keras.backend.clear_session()
     keras.utils.set_random_seed(spec.dataset.seed)
     x = scaler.apply(data.x_train)
     split = validation_split(len(x), spec.train.validation_fraction)
@@ -61,6 +62,7 @@ def _free_port() -> int:
 
 def trainer_fit_seconds(spec: ExperimentSpec, folder: Path) -> tuple[float, float]:
     """The train stage on a fresh trial folder: (its timed fit with every callback, the whole stage)."""
+    keras.backend.clear_session()
     trial = TrialDir.create(folder, "bench-trainer", folder.name, {}, spec)
     out = trial.stage_dir("train")
     out.mkdir(parents=True)
@@ -85,20 +87,24 @@ def main(argv: list[str] | None = None) -> int:
     # examples/jet-tagger.yaml
     parser.add_argument("--samples", type=int, default=830_000)
     parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=6)
     parser.add_argument("--out", type=Path, default=Path(".cache/bench/trainer-overhead.json"))
     args = parser.parse_args(argv)
     spec = bench_spec(args.samples, args.epochs)
     data = load_dataset(spec.dataset)
     scaler = Scaler.fit(data.x_train, data.features)
     print(f"trainer overhead: jet tagger 16-64-32-32-5, {args.samples} jets, {args.epochs} epochs, "
-          f"batch {spec.train.batch_size}, {args.repeats} runs each, alternating", flush=True)
+          f"batch {spec.train.batch_size}, {args.repeats} pairs, alternating which runs first", flush=True)
     plain_fit_seconds(bench_spec(5000, 1), load_dataset(bench_spec(5000, 1).dataset), scaler)  # warm TF up
     rows = []
     with tempfile.TemporaryDirectory(prefix="fpgaflow-bench-") as tmp:
         for i in range(args.repeats):
-            plain = plain_fit_seconds(spec, data, scaler)
-            trainer, stage = trainer_fit_seconds(spec, Path(tmp) / f"t{i:03d}")
+            if i % 2 == 0:
+                plain = plain_fit_seconds(spec, data, scaler)
+                trainer, stage = trainer_fit_seconds(spec, Path(tmp) / f"t{i:03d}")
+            else:
+                trainer, stage = trainer_fit_seconds(spec, Path(tmp) / f"t{i:03d}")
+                plain = plain_fit_seconds(spec, data, scaler)
             rows.append({"plain_s": round(plain, 3), "trainer_s": round(trainer, 3), "stage_s": round(stage, 3)})
             print(f"  run {i + 1}/{args.repeats}: plain fit {plain:.2f} s, trainer fit {trainer:.2f} s "
                   f"({trainer / plain - 1:+.1%}), whole train stage {stage:.2f} s", flush=True)

@@ -90,10 +90,6 @@ class Diagnostics(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
 
-    def on_train_batch_end(self, batch, logs=None):
-        if self.diagnosis is None and (message := check_loss(float((logs or {}).get("loss", 0.0)))):
-            self._stop(message)
-
     def _findings(self, logs: dict):
         """The checks in order of cost, lazily: the first finding stops the epoch's checking."""
         spec, rows = self.spec, self.history

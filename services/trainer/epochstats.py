@@ -93,37 +93,6 @@ def gradient_norm(model: keras.Model, x: np.ndarray, y: np.ndarray) -> float:
     return float(tf.linalg.global_norm(gradients)) if gradients else 0.0
 
 
-class StepGradient(keras.callbacks.Callback):
-    """The global gradient norm of each epoch's last training step, read from Adam's first moments just
-    before and just after that step (m' = b1*m + (1 - b1)*g, so g = (m' - b1*m) / (1 - b1)): a copy of the
-    moments instead of a backward pass, about 1 ms where a probe batch's gradient costs 10 ms an epoch.
-    ``norm`` is None for an optimizer without Adam's moments (the statistics then probe a batch)."""
-
-    def __init__(self, steps_per_epoch: int):
-        super().__init__()
-        self.last = max(1, steps_per_epoch) - 1
-        self._before: list[np.ndarray] | None = None
-        self.norm: float | None = None
-
-    def _moments(self) -> list | None:
-        moments = getattr(self.model.optimizer, "_momentums", None)
-        return moments if moments and hasattr(self.model.optimizer, "beta_1") else None
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._before, self.norm = None, None
-
-    def on_train_batch_begin(self, batch, logs=None):
-        if batch == self.last and (moments := self._moments()) is not None:
-            self._before = [keras.ops.convert_to_numpy(m).astype(np.float64) for m in moments]
-
-    def on_train_batch_end(self, batch, logs=None):
-        if batch == self.last and self._before is not None:
-            beta = float(self.model.optimizer.beta_1)
-            after = (keras.ops.convert_to_numpy(m).astype(np.float64) for m in self._moments())
-            squares = sum(float(np.sum(((a - beta * b) / (1.0 - beta)) ** 2)) for a, b in zip(after, self._before, strict=True))
-            self.norm = squares ** 0.5
-
-
 class EpochStatistics:
     """Called by the history recorder with the model at the end of each epoch; returns the row's extras.
 
@@ -132,10 +101,9 @@ class EpochStatistics:
     """
 
     def __init__(self, x_validation: np.ndarray, y_validation: np.ndarray, x_batch: np.ndarray, y_batch: np.ndarray,
-                 classes: tuple[str, ...] | list[str], step_gradient: StepGradient | None = None):
+                 classes: tuple[str, ...] | list[str]):
         self.x_val, self.y_val = x_validation[:VALIDATION_PROBE], y_validation[:VALIDATION_PROBE]
         self.x_batch, self.y_batch, self.classes = x_batch, y_batch, classes
-        self.step_gradient = step_gradient
         self._for: keras.Model | None = None
 
     def _prepare(self, model: keras.Model) -> None:
@@ -153,17 +121,12 @@ class EpochStatistics:
             row["dead_relu_fraction"] = {layer.name: round(dead_fraction(a), 4) for layer, a in zip(self._relus, activations, strict=True)}
         total, per_layer = sparsity(model)
         row.update({
-            "gradient_norm": round(self._gradient_norm(model), 6),
+            "gradient_norm": round(gradient_norm(model, self.x_batch, self.y_batch), 6),
             "weight_norm": weight_norms(model),
             "sparsity": round(total, 6),
             "sparsity_by_layer": {name: round(value, 6) for name, value in per_layer.items()},
         })
         return row
-
-    def _gradient_norm(self, model: keras.Model) -> float:
-        """The last training step's gradient norm (StepGradient), else one on the probe batch."""
-        found = self.step_gradient.norm if self.step_gradient is not None else None
-        return found if found is not None else gradient_norm(model, self.x_batch, self.y_batch)
 
 
 def _as_list(outputs) -> list:

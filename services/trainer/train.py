@@ -24,7 +24,7 @@ from fpgaflow.trainer.checkpoint import Checkpointer, ResumedEarlyStopping, late
 from fpgaflow.trainer.command import run_command
 from fpgaflow.trainer.datasets import load_dataset
 from fpgaflow.trainer.diagnostics import Diagnostics
-from fpgaflow.trainer.epochstats import EpochStatistics, StepGradient
+from fpgaflow.trainer.epochstats import EpochStatistics
 from fpgaflow.trainer.hostmon import HostSampler
 from fpgaflow.trainer.model import build_model, model_input
 from fpgaflow.trainer.monitor import MetricsReporter, TrainingMetrics
@@ -33,7 +33,7 @@ from fpgaflow.trainer.preconditions import check, estimate_training_seconds
 from fpgaflow.trainer.pruning import Pruner
 from fpgaflow.trial import KERAS_ARTIFACTS, TrialDir, write_json
 
-GRADIENT_PROBE = 1024  # training samples whose gradient norm is recorded when the optimizer's moments cannot tell it
+GRADIENT_PROBE = 1024  # training samples of the batch whose gradient norm is recorded each epoch
 
 
 class HistoryRecorder(keras.callbacks.Callback):
@@ -62,6 +62,13 @@ class HistoryRecorder(keras.callbacks.Callback):
             row.update(self.statistics(self.model))
         self.epochs.append(row)
         write_json(self.path, {"total_epochs": self.total, "epochs": self.epochs})
+        print(progress_line(row, self.total), flush=True)
+
+
+def progress_line(row: dict, total: int) -> str:
+    """Keras' own epoch line, from the history row: Epoch 3/10 - 1.23s - accuracy: 0.7712 - loss: 0.6401 - ..."""
+    shown = [f"{key}: {row[key]:.4f}" for key in ("accuracy", "loss", "val_accuracy", "val_loss") if key in row]
+    return " - ".join([f"Epoch {row['epoch']}/{total}", f"{row['epoch_seconds']:.2f}s", *shown])
 
 
 def validation_split(n: int, fraction: float) -> int:
@@ -146,13 +153,14 @@ def train_keras(trial: TrialDir, spec: ExperimentSpec, out: Path, metrics_addres
     split = validation_split(len(x_train), spec.train.validation_fraction)
     x_fit, y_fit, x_val, y_val = x_train[:split], data.y_train[:split], x_train[split:], data.y_train[split:]
     probe = min(GRADIENT_PROBE, spec.train.batch_size)
-    step_gradient = StepGradient(math.ceil(len(x_fit) / spec.train.batch_size))
-    statistics = EpochStatistics(x_val, y_val, x_fit[:probe], y_fit[:probe], data.classes, step_gradient)
+    statistics = EpochStatistics(x_val, y_val, x_fit[:probe], y_fit[:probe], data.classes)
     recorder = HistoryRecorder(out / "history.json", planned_epochs(spec), state.get("history"), statistics)
     diagnostics = Diagnostics(recorder.epochs, spec.train.diagnostics)
     checkpointer = Checkpointer(checkpoints, recorder.epochs, healthy=lambda: diagnostics.diagnosis is None,
                                 extra={"accuracy_float": state.get("accuracy_float")})
-    callbacks: list[keras.callbacks.Callback] = [step_gradient, recorder, diagnostics, checkpointer]
+    # No callback here has a per-batch hook: one makes Keras hand every batch's logs to Python (about 65 us
+    # a batch, 4 % of the jet tagger's fit); the history recorder prints the progress line of each epoch.
+    callbacks: list[keras.callbacks.Callback] = [recorder, diagnostics, checkpointer]
     if spec.train.pruning is not None:  # one pruner for both phases: the fixed-point model keeps the zeros
         callbacks.append(Pruner(spec.train.pruning, spec.train.epochs))
     if monitor is not None:
@@ -165,7 +173,7 @@ def train_keras(trial: TrialDir, spec: ExperimentSpec, out: Path, metrics_addres
 
     def fit(first: int, last: int, more: list[keras.callbacks.Callback]) -> None:
         model.fit(x_fit, y_fit, epochs=last, initial_epoch=first, batch_size=spec.train.batch_size,
-                  validation_data=(x_val, y_val), callbacks=callbacks + more, verbose=2)
+                  validation_data=(x_val, y_val), callbacks=callbacks + more, verbose=0)
 
     started = time.perf_counter()
     sampler = HostSampler(out, metrics=monitor, gpus=host.facts.get("gpus"))

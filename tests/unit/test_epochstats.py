@@ -7,7 +7,6 @@ from sklearn.metrics import roc_auc_score
 
 from fpgaflow.trainer.epochstats import (
     EpochStatistics,
-    StepGradient,
     dead_fraction,
     gradient_norm,
     per_class_auc,
@@ -76,23 +75,3 @@ def test_epoch_statistics_make_one_row_of_every_quantity():
     assert row["gradient_norm"] > 0 and row["sparsity"] == 0.0
     model.get_layer("fc1").bias.assign(np.full(8, -100.0, dtype="float32"))  # every unit dead
     assert EpochStatistics(x, y, x[:32], y[:32], ["a", "b", "c"])(model)["dead_relu_fraction"] == {"fc1": 1.0}
-
-
-def test_the_last_steps_gradient_is_read_from_adams_moments():
-    rng = np.random.default_rng(3)
-    x, y = rng.normal(size=(96, 4)).astype("float32"), rng.integers(0, 3, 96)
-    model = _softmax_regression()
-    step = StepGradient(steps_per_epoch=3)
-    before = {}
-
-    class Keep(keras.callbacks.Callback):  # the weights the last step's gradient is taken at
-        def on_train_batch_begin(self, batch, logs=None):
-            if batch == 2:
-                before["weights"] = [keras.ops.convert_to_numpy(w).copy() for w in self.model.trainable_weights]
-
-    model.fit(x, y, batch_size=32, epochs=2, shuffle=False, callbacks=[step, Keep()], verbose=0)
-    probe = _softmax_regression()
-    probe.set_weights(before["weights"])
-    assert step.norm == pytest.approx(gradient_norm(probe, x[64:], y[64:]), rel=1e-3), "the last batch's gradient"
-    stats = EpochStatistics(x, y, x[:8], y[:8], ["a", "b", "c"], step)
-    assert stats(model)["gradient_norm"] == pytest.approx(step.norm, rel=1e-5)
