@@ -8,6 +8,7 @@ import functools
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 from fpgaflow import __version__
@@ -80,6 +81,10 @@ def _stage_command(stage: str):
 
             if args.metrics_port:
                 run = functools.partial(run, metrics_address=(args.metrics_host, args.metrics_port))
+                try:
+                    return run_stage(stage, args.trial_dir, run, force=args.force)
+                finally:
+                    time.sleep(args.metrics_linger)  # the final values stay up for the next scrape
         elif stage == "convert":
             from fpgaflow.converter.convert import run
         else:
@@ -107,8 +112,6 @@ def cmd_serve(args) -> int:
 
 
 def cmd_list(args) -> int:
-    import time
-
     from rich.table import Table
 
     from fpgaflow.store import RunStore
@@ -194,6 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
         if stage == "train":
             p.add_argument("--metrics-port", type=int, default=0, help="serve live training metrics (Prometheus) on this port")
             p.add_argument("--metrics-host", default="127.0.0.1", help="address of the metrics port")
+            p.add_argument("--metrics-linger", type=float, default=0.0, metavar="SECONDS",
+                           help="keep serving the final metrics this long after training ends (a scrape interval or more)")
         p.set_defaults(fn=_stage_command(stage))
 
     p = sub.add_parser("serve", help="serve a trial's model over gRPC (TF Serving API) with Prometheus metrics")

@@ -19,6 +19,7 @@ LABEL_TARGET = f"{GROUP}/target"
 GRPC_PORT = 8500
 METRICS_PORT = 8000
 # For a Prometheus configured with the common kubernetes-pods / kubernetes-service-endpoints jobs.
+METRICS_LINGER_S = 15  # the chart's scrape interval: the final epoch's values are scraped before the pod ends
 SCRAPE_ANNOTATIONS = {"prometheus.io/scrape": "true", "prometheus.io/port": str(METRICS_PORT), "prometheus.io/path": "/metrics"}
 
 
@@ -101,7 +102,8 @@ def stage_job(settings: ClusterSettings, namespace: str, experiment: str, trial:
         container["command"] = ["fpgaflow"]
     template_metadata: dict = {"labels": labels(experiment, trial, stage=stage)}
     if stage == "train":  # live training metrics for the dashboards
-        container["args"] += ["--metrics-host", "0.0.0.0", "--metrics-port", str(METRICS_PORT)]
+        container["args"] += ["--metrics-host", "0.0.0.0", "--metrics-port", str(METRICS_PORT),
+                              "--metrics-linger", str(METRICS_LINGER_S)]
         container["ports"] = [{"name": "metrics", "containerPort": METRICS_PORT}]
         template_metadata["annotations"] = dict(SCRAPE_ANNOTATIONS)
         if settings.trainer_secrets:  # notification credentials, named by the spec's usernameEnv/passwordEnv

@@ -87,7 +87,7 @@ class FakeKubelet:
             if args[0] == "bench":
                 self._point_endpoints_at_local_servers(Path(args[2]), job["metadata"]["labels"])
             if "--metrics-port" in args:  # the pod's port, here one free on loopback
-                args = _replace(args, {"--metrics-host": "127.0.0.1", "--metrics-port": str(free_port())})
+                args = _replace(args, {"--metrics-host": "127.0.0.1", "--metrics-port": str(free_port()), "--metrics-linger": "0"})
             started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
             done = subprocess.run([sys.executable, "-m", "fpgaflow", *args], capture_output=True, text=True, timeout=600)
             self._patch_status("job", name, {"startTime": started, **({"succeeded": 1} if done.returncode == 0 else {"failed": 1})})

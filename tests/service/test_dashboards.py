@@ -121,7 +121,7 @@ def scraped(tiny_run, servers, tmp_path_factory):
         t.start()
     try:
         done = subprocess.run([sys.executable, "-m", "fpgaflow", "train", "--trial-dir", str(trial),
-                               "--metrics-port", str(trainer_port)], capture_output=True, text=True, timeout=600, cwd=ROOT)
+                               "--metrics-port", str(trainer_port), "--metrics-linger", "3"], capture_output=True, text=True, timeout=600, cwd=ROOT)
         assert done.returncode == 0, done.stdout + done.stderr
         time.sleep(3)  # a few more scrapes of the servers under load
     finally:

@@ -84,7 +84,7 @@ def test_manifests_are_labelled_mount_the_artifacts_and_ask_for_a_gpu():
     assert job["metadata"]["labels"]["fpgaflow.io/experiment"] == "exp" and job["metadata"]["labels"]["fpgaflow.io/trial"] == "t00"
     assert pod["containers"][0]["args"][:3] == ["train", "--trial-dir", "/artifacts/ns/exp/t00"]
     # the trainer serves live metrics on the pod's metrics port, announced to the scraper
-    assert pod["containers"][0]["args"][3:] == ["--metrics-host", "0.0.0.0", "--metrics-port", "8000"]
+    assert pod["containers"][0]["args"][3:] == ["--metrics-host", "0.0.0.0", "--metrics-port", "8000", "--metrics-linger", "15"]
     assert pod["containers"][0]["ports"] == [{"name": "metrics", "containerPort": 8000}]
     assert job["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] == "8000"
     assert pod["volumes"][0]["persistentVolumeClaim"]["claimName"] == "fpgaflow-artifacts"
