@@ -105,7 +105,11 @@ def cmd_serve(args) -> int:
     try:
         from fpgaflow.inference.server import ServerSettings, run
 
-        settings = ServerSettings(host=args.host, port=args.port, metrics_port=args.metrics_port, workers=args.workers)
+        settings = ServerSettings.from_spec(
+            trial.spec().serve, host=args.host, port=args.port, metrics_port=args.metrics_port, workers=args.workers,
+            max_batch_size=args.max_batch_size, max_latency_micros=args.max_latency_micros, pacing=args.pace,
+            grace_seconds=args.grace_seconds, max_message_bytes=args.max_message_bytes,
+            max_concurrent_streams=args.max_concurrent_streams, tls_cert=args.tls_cert, tls_key=args.tls_key)
         return run(trial, args.target, settings)
     except FpgaflowError as exc:
         return record_failure(f"serve {args.target}", out, exc.reason, str(exc), exc.exit_code)
@@ -201,14 +205,24 @@ def build_parser() -> argparse.ArgumentParser:
                            help="keep serving the final metrics this long after training ends (a scrape interval or more)")
         p.set_defaults(fn=_stage_command(stage))
 
-    p = sub.add_parser("serve", help="serve a trial's model over gRPC (TF Serving API) with Prometheus metrics")
+    p = sub.add_parser("serve", help="serve a trial's model over gRPC (TF Serving and Open Inference v2 APIs) with Prometheus metrics")
     p.add_argument("--trial-dir", required=True)
     p.add_argument("--target", required=True, choices=["cpu", "gpu", "fpga"])
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8500)
     p.add_argument("--metrics-port", type=int, default=8000)
-    p.add_argument("--workers", type=int, default=16, help="gRPC worker threads (requests handled at once)")
-    p.add_argument("--compute-threads", type=int, default=1, help="threads one request's computation may use")
+    p.add_argument("--workers", type=int, help="back-end calls running at once (default 4)")
+    p.add_argument("--compute-threads", type=int, default=1, help="threads one back-end call may use")
+    p.add_argument("--max-batch-size", type=int, help="dynamic batching: most samples per back-end call, 1 = off "
+                   "(default: the spec's serve.batching)")
+    p.add_argument("--max-latency-micros", type=int, help="dynamic batching: longest wait for a batch to fill")
+    p.add_argument("--pace", action=argparse.BooleanOptionalAction, default=None,
+                   help="fpga: pace answers to one modelled device (default: the spec's serve.fpgaPacing)")
+    p.add_argument("--grace-seconds", type=float, help="on SIGTERM, how long in-flight requests may take (default 30)")
+    p.add_argument("--max-message-bytes", type=int, help="largest request or response (default 64 MiB)")
+    p.add_argument("--max-concurrent-streams", type=int, help="concurrent calls per client connection (default: gRPC's)")
+    p.add_argument("--tls-cert", type=Path, help="serve TLS with this PEM certificate (chain)")
+    p.add_argument("--tls-key", type=Path, help="the PEM private key of --tls-cert")
     p.set_defaults(fn=cmd_serve)
 
     p = sub.add_parser("list", help="experiments in the run store")

@@ -84,3 +84,22 @@ class ModelNotFound(FpgaflowError):
     """An inference request for a model this server does not serve (mapped to NOT_FOUND)."""
 
     reason = "NotFound"
+
+
+class ShuttingDown(FpgaflowError):
+    """A request that arrived after the server began to shut down (mapped to UNAVAILABLE: retry elsewhere)."""
+
+    reason = "ShuttingDown"
+
+
+class Unsupported(FpgaflowError):
+    """A call this server does not implement (mapped to UNIMPLEMENTED)."""
+
+    reason = "Unimplemented"
+
+
+class ConfigError(FpgaflowError):
+    """Settings that cannot work together (a TLS certificate without its key, pacing without a timing model)."""
+
+    reason = "InvalidSettings"
+    exit_code = 2

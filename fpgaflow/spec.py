@@ -323,9 +323,23 @@ class NotifySpec(_Model):
     webhook: WebhookSpec | None = None
 
 
+class BatchingSpec(_Model):
+    """Dynamic batching: concurrent requests gathered into one back-end call, answered separately."""
+
+    max_batch_size: int = Field(64, ge=1, le=65536, description="Most samples one back-end call takes; 1 turns batching off.")
+    max_latency_micros: int = Field(
+        500, ge=0, le=1_000_000, description="Longest the first request of a batch waits for others to join it."
+    )
+
+
 class ServeSpec(_Model):
     targets: list[Literal["cpu", "gpu", "fpga"]] = Field(
         default_factory=lambda: ["cpu", "gpu", "fpga"], min_length=1, description="Back ends to serve the model from."
+    )
+    batching: BatchingSpec | None = Field(None, description="Dynamic batching for every target; absent: each request runs alone.")
+    fpga_pacing: bool = Field(
+        False, description="Pace the fpga target's answers to one modelled device taking a sample every initiation "
+        "interval (studies of N clients sharing one FPGA); stated in the model metadata and the metrics."
     )
 
     @field_validator("targets")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 LATENCY_BUCKETS = (5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
+QUEUE_BUCKETS = (1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1, 0.5, 1.0, 5.0)
 DEVICE_BUCKETS = (5e-8, 1e-7, 2e-7, 5e-7, 1e-6, 2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 1e-3, 1e-2, 0.1)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 
@@ -17,6 +18,9 @@ class ServerMetrics:
         self.request_seconds = Histogram(
             "fpgaflow_request_duration_seconds", "Time from receiving a request to sending its answer.",
             ["model", "target", "method"], buckets=LATENCY_BUCKETS, registry=r)
+        self.queue_seconds = Histogram(
+            "fpgaflow_queue_duration_seconds", "Time a request waited, validated, for its batch to start computing.",
+            ["model", "target"], buckets=QUEUE_BUCKETS, registry=r)
         self.compute_seconds = Histogram(
             "fpgaflow_compute_duration_seconds", "Time the back end spent computing a batch.",
             ["model", "target"], buckets=LATENCY_BUCKETS, registry=r)
@@ -31,14 +35,27 @@ class ServerMetrics:
             ["model", "target"], buckets=DEVICE_BUCKETS, registry=r)
         self.batch_size = Histogram(
             "fpgaflow_batch_size", "Samples per back-end call.", ["model", "target"], buckets=BATCH_BUCKETS, registry=r)
+        self.pacing = Gauge(
+            "fpgaflow_device_pacing", "1 when answers are paced to one modelled device (fpga target, serve.fpgaPacing).",
+            ["model", "target"], registry=r)
+        self.pacing_seconds = Histogram(
+            "fpgaflow_pacing_wait_seconds", "Time an answer was held back, after its computation, for the modelled device.",
+            ["model", "target"], buckets=QUEUE_BUCKETS, registry=r)
         self.info = Info("fpgaflow_server", "What this server serves.", ["model", "target"], registry=r)
 
     def observe_request(self, method: str, code: str, seconds: float) -> None:
         self.request_seconds.labels(self.model, self.target, method).observe(seconds)
         self.requests.labels(self.model, self.target, method, code).inc()
 
-    def observe_compute(self, batch: int, seconds: float, device_seconds: float | None = None) -> None:
+    def observe_batch(self, batch: int, queue_seconds: list[float], seconds: float, device_seconds: float | None) -> None:
+        """One back-end call: its samples, the queue time of each request in it, its compute and device time."""
+        queue = self.queue_seconds.labels(self.model, self.target)
+        for waited in queue_seconds:
+            queue.observe(waited)
         self.compute_seconds.labels(self.model, self.target).observe(seconds)
         self.batch_size.labels(self.model, self.target).observe(batch)
         if device_seconds is not None:
             self.device_seconds.labels(self.model, self.target).observe(device_seconds)
+
+    def observe_pacing(self, seconds: float) -> None:
+        self.pacing_seconds.labels(self.model, self.target).observe(seconds)

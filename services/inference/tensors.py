@@ -31,3 +31,38 @@ def from_array(array: np.ndarray) -> tensor_pb2.TensorProto:
     array = np.ascontiguousarray(array, dtype=np.float32)
     shape = tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=s) for s in array.shape])
     return tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, tensor_shape=shape, tensor_content=array.tobytes())
+
+
+# ------------------------------------------------------------------ Open Inference Protocol (v2)
+V2_DTYPES = {"FP16": np.float16, "FP32": np.float32, "FP64": np.float64}
+_V2_CONTENTS = {"FP32": "fp32_contents", "FP64": "fp64_contents"}
+
+
+def v2_to_array(tensor, raw: bytes | None) -> np.ndarray:
+    """A v2 input tensor (its raw bytes when the request carries raw_input_contents) as a numpy array."""
+    name = tensor.name
+    if tensor.datatype not in V2_DTYPES:
+        raise RequestError(f"input {name!r} has datatype {tensor.datatype or '(none)'}; expected one of {', '.join(V2_DTYPES)}")
+    shape = tuple(int(d) for d in tensor.shape)
+    if any(d < 0 for d in shape):
+        raise RequestError(f"input {name!r} has a negative dimension in its shape {list(shape)}")
+    dtype = np.dtype(V2_DTYPES[tensor.datatype]).newbyteorder("<")
+    expected = int(np.prod(shape)) if shape else 1
+    if raw is not None:
+        if len(raw) != expected * dtype.itemsize:
+            raise RequestError(f"input {name!r}: {len(raw)} raw bytes, but shape {list(shape)} of {tensor.datatype} "
+                               f"needs {expected * dtype.itemsize}")
+        flat = np.frombuffer(raw, dtype=dtype)
+    else:
+        if tensor.datatype not in _V2_CONTENTS:
+            raise RequestError(f"input {name!r}: {tensor.datatype} data must come as raw_input_contents")
+        flat = np.asarray(getattr(tensor.contents, _V2_CONTENTS[tensor.datatype]), dtype=dtype)
+        if flat.size != expected:
+            raise RequestError(f"input {name!r} holds {flat.size} values but its shape {list(shape)} needs {expected}")
+    return flat.reshape(shape)
+
+
+def array_to_v2_raw(array: np.ndarray) -> tuple[str, list[int], bytes]:
+    """Datatype, shape and little-endian bytes of an FP32 output."""
+    array = np.ascontiguousarray(array, dtype="<f4")
+    return "FP32", list(array.shape), array.tobytes()
