@@ -22,6 +22,7 @@ class DataPlane:
         self.model = model
         self.state = State.STARTING
         self.active = 0  # predictions accepted and not yet answered
+        self.accepted = self.answered = self.refused = 0  # since start; refused: arrived while draining
 
     @property
     def ready(self) -> bool:
@@ -51,15 +52,19 @@ class DataPlane:
         return self.resolve(name, number)
 
     def check_accepting(self) -> None:
-        if self.state is State.DRAINING:
-            raise ShuttingDown("the server is shutting down and takes no new requests; retry on another replica")
-        if self.state is State.STARTING:
-            raise ShuttingDown("the server is still starting")
+        if self.state is not State.SERVING:
+            self.refused += 1
+            raise ShuttingDown("the server is shutting down and takes no new requests; retry on another replica"
+                               if self.state is State.DRAINING else "the server is still starting")
 
     async def predict(self, model: ServedModel, x: np.ndarray) -> np.ndarray:
+        """The model's answer; a request accepted here is answered (with its result or its error) even
+        when shutdown begins meanwhile."""
         self.check_accepting()
+        self.accepted += 1
         self.active += 1
         try:
             return await model.predict(x)
         finally:
             self.active -= 1
+            self.answered += 1

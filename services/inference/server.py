@@ -180,7 +180,8 @@ async def serve(trial: TrialDir, target: str, settings: ServerSettings) -> int:
     print(f"{target} server: shutting down, {plane.active} request(s) in flight", flush=True)
     await drain(plane, server, health_servicer, settings.grace_seconds)
     http_server.shutdown()
-    print(f"{target} server stopped", flush=True)
+    print(f"{target} server stopped: {plane.accepted} prediction(s) accepted, {plane.answered} answered, "
+          f"{plane.refused} refused while not serving", flush=True)
     return 0
 
 
