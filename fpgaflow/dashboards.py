@@ -18,7 +18,8 @@ DASHBOARD_PATH = Path("charts/fpgaflow/dashboards/fpgaflow-comparison.json")
 UID = "fpgaflow-comparison"
 ALL = ".*"
 SERVED = 'model=~"$model"'
-ANSWERED = SERVED + ', code="OK"'
+INFERENCE = SERVED + ', method=~"Predict|ModelInfer"'  # the two protocols' inference calls, not metadata or liveness
+ANSWERED = INFERENCE + ', code="OK"'
 FAILED = SERVED + ', code!="OK"'
 FPGA = SERVED + ', target="fpga"'
 TRAINING = 'experiment=~"$experiment"'
@@ -29,8 +30,8 @@ def _rate(metric: str, selector: str = SERVED) -> str:
     return f"rate({metric}{{{selector}}}[{WINDOW}])"
 
 
-def _quantile(q: float, metric: str, by: str = "target") -> str:
-    return f"histogram_quantile({q}, sum by ({by}, le) ({_rate(metric + '_bucket')}))"
+def _quantile(q: float, metric: str, by: str = "target", selector: str = SERVED) -> str:
+    return f"histogram_quantile({q}, sum by ({by}, le) ({_rate(metric + '_bucket', selector)}))"
 
 
 def _mean(metric: str, selector: str = SERVED, by: str = "target") -> str:
@@ -55,11 +56,12 @@ class Panel:
 
 
 SERVING = (
-    Panel("Request latency p50 by target", "Median time from receiving a request to answering it, per serving target.",
-          (Query(_quantile(0.5, "fpgaflow_request_duration_seconds"), "{{target}} p50"),), unit="s"),
-    Panel("Request latency p99 by target", "99th percentile of the request latency, per serving target.",
-          (Query(_quantile(0.99, "fpgaflow_request_duration_seconds"), "{{target}} p99"),), unit="s"),
-    Panel("Throughput by target", "Answered requests and samples per second.",
+    Panel("Request latency p50 by target", "Median time from receiving an inference request (TF Serving Predict, "
+          "v2 ModelInfer) to answering it, per serving target.",
+          (Query(_quantile(0.5, "fpgaflow_request_duration_seconds", selector=INFERENCE), "{{target}} p50"),), unit="s"),
+    Panel("Request latency p99 by target", "99th percentile of the inference request latency, per serving target.",
+          (Query(_quantile(0.99, "fpgaflow_request_duration_seconds", selector=INFERENCE), "{{target}} p99"),), unit="s"),
+    Panel("Throughput by target", "Answered inference requests and samples per second.",
           (Query(f'sum by (target) ({_rate("fpgaflow_requests_total", ANSWERED)})',
                  "{{target}} requests/s"),
            Query(f'sum by (target) ({_rate("fpgaflow_batch_size_sum")})', "{{target}} samples/s")), unit="reqps"),
@@ -74,12 +76,16 @@ SERVING = (
           "emulator's measured compute time and the request latency of the fpga target.",
           (Query(_mean("fpgaflow_device_latency_seconds", FPGA), "modelled device time per batch"),
            Query(_mean("fpgaflow_compute_duration_seconds", FPGA), "measured emulation time per batch"),
-           Query(_mean("fpgaflow_request_duration_seconds", FPGA), "measured request latency")),
+           Query(_mean("fpgaflow_request_duration_seconds", INFERENCE + ', target="fpga"'), "measured request latency")),
           unit="s"),
     Panel("Requests in flight", "Requests being handled now, per target.",
           (Query(f"sum by (target) (fpgaflow_requests_in_flight{{{SERVED}}})", "{{target}}"),)),
     Panel("Compute time by target", "Mean time the back end spends on one batch.",
           (Query(_mean("fpgaflow_compute_duration_seconds"), "{{target}}"),), unit="s"),
+    Panel("Queue time by target", "Time a validated request waits for its batch to start computing (dynamic "
+          "batching gathers requests for up to serve.batching.maxLatencyMicros; without it, the wait for a free worker).",
+          (Query(_quantile(0.5, "fpgaflow_queue_duration_seconds"), "{{target}} p50"),
+           Query(_quantile(0.99, "fpgaflow_queue_duration_seconds"), "{{target}} p99")), unit="s"),
 )
 
 TRAINING_PANELS = (
