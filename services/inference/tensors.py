@@ -19,8 +19,10 @@ def to_array(tensor: tensor_pb2.TensorProto, name: str) -> np.ndarray:
     dtype = _DTYPES[tensor.dtype]
     if tensor.tensor_content:
         flat = np.frombuffer(tensor.tensor_content, dtype=dtype)
+    elif tensor.dtype == types_pb2.DT_HALF:  # half_val holds each value's 16 bits in an int32
+        flat = np.asarray(tensor.half_val, dtype=np.uint16).view(np.float16)
     else:
-        flat = np.asarray(getattr(tensor, _VALUES.get(tensor.dtype, "float_val")), dtype=dtype)
+        flat = np.asarray(getattr(tensor, _VALUES[tensor.dtype]), dtype=dtype)
     expected = int(np.prod(shape)) if shape else 1
     if flat.size != expected:
         raise RequestError(f"input {name!r} holds {flat.size} values but its shape {list(shape)} needs {expected}")
