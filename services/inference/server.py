@@ -42,6 +42,8 @@ SERVICES = (
     grpc_predict_v2_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
 )
 
+QUIET_SECONDS = 0.25  # SIGTERM: the server stops once no prediction request has arrived for this long
+
 
 @dataclass(frozen=True)
 class ServerSettings:
@@ -138,17 +140,20 @@ async def set_serving(health_servicer: health.aio.HealthServicer, serving: bool)
 
 async def drain(plane: DataPlane, server: grpc.aio.Server, health_servicer, grace_seconds: float) -> None:
     """SIGTERM: unready at once (new requests are refused with UNAVAILABLE), accepted requests finish
-    within the grace period, then the server stops."""
+    and requests stop arriving, within the grace period, then the server stops. Stopping while requests
+    still arrive would cancel them: gRPC cancels (CANCELLED, not retried) the calls it has received and
+    not yet handed to the server, and those that arrive while it stops."""
     plane.state = State.DRAINING
     await set_serving(health_servicer, False)
     deadline = time.monotonic() + grace_seconds
-    while plane.active and time.monotonic() < deadline:
+    while (plane.active or time.monotonic() - plane.last_arrival < QUIET_SECONDS) and time.monotonic() < deadline:
         await asyncio.sleep(0.005)
     await server.stop(max(deadline - time.monotonic(), 0.0))
     await plane.model.stop()
 
 
 async def serve(trial: TrialDir, target: str, settings: ServerSettings) -> int:
+    settings.credentials()  # bad TLS settings fail before the model loads
     metrics = ServerMetrics(trial.experiment, target)
     model = served_model(trial, target, settings, metrics)
     plane = DataPlane(model)

@@ -18,6 +18,9 @@ def to_array(tensor: tensor_pb2.TensorProto, name: str) -> np.ndarray:
     shape = tuple(d.size for d in tensor.tensor_shape.dim)
     dtype = _DTYPES[tensor.dtype]
     if tensor.tensor_content:
+        if len(tensor.tensor_content) % np.dtype(dtype).itemsize:
+            raise RequestError(f"input {name!r}: tensor_content of {len(tensor.tensor_content)} bytes is not a whole "
+                               f"number of {types_pb2.DataType.Name(tensor.dtype)} values")
         flat = np.frombuffer(tensor.tensor_content, dtype=dtype)
     elif tensor.dtype == types_pb2.DT_HALF:  # half_val holds each value's 16 bits in an int32
         flat = np.asarray(tensor.half_val, dtype=np.uint16).view(np.float16)
