@@ -4,6 +4,7 @@ requests, and the call into the model. Servicers translate protos to these calls
 from __future__ import annotations
 
 import enum
+import time
 
 import numpy as np
 
@@ -23,6 +24,7 @@ class DataPlane:
         self.state = State.STARTING
         self.active = 0  # predictions accepted and not yet answered
         self.accepted = self.answered = self.refused = 0  # since start; refused: arrived while draining
+        self.last_arrival = float("-inf")  # time.monotonic() of the latest prediction request, accepted or not
 
     @property
     def ready(self) -> bool:
@@ -52,6 +54,7 @@ class DataPlane:
         return self.resolve(name, number)
 
     def check_accepting(self) -> None:
+        self.last_arrival = time.monotonic()
         if self.state is not State.SERVING:
             self.refused += 1
             raise ShuttingDown("the server is shutting down and takes no new requests; retry on another replica"
