@@ -51,6 +51,7 @@ lint: install
 bench: install
 	$(BIN)/python -m fpgaflow.trainer.bench
 	$(BIN)/fpgaflow run examples/bench-serving.yaml --home .cache/bench --replace
+	$(BIN)/python -m fpgaflow.inference.serverbench
 
 # A real control plane for the cluster tests: kube-apiserver and kubectl built from the Kubernetes
 # sources (tests/cluster/envtest/go.mod pins the release), helm from its module; etcd comes from the
