@@ -211,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8500)
     p.add_argument("--metrics-port", type=int, default=8000)
-    p.add_argument("--workers", type=int, help="back-end calls running at once (default 4)")
+    p.add_argument("--workers", type=int, help="back-end calls running at once (default 1 with dynamic batching, 4 without)")
     p.add_argument("--compute-threads", type=int, default=1, help="threads one back-end call may use")
     p.add_argument("--max-batch-size", type=int, help="dynamic batching: most samples per back-end call, 1 = off "
                    "(default: the spec's serve.batching)")

@@ -50,7 +50,8 @@ class ServerSettings:
     host: str = "127.0.0.1"
     port: int = 8500
     metrics_port: int = 8000
-    workers: int = 4  # back-end calls running at once
+    workers: int | None = None  # back-end calls running at once; default: 1 with batching (batches fill
+    # while the back end is busy, as with one Triton model instance), 4 without
     max_batch_size: int = 1  # 1: dynamic batching off
     max_latency_micros: int = 0
     pacing: bool = False  # fpga: answers paced to one modelled device
@@ -71,7 +72,9 @@ class ServerSettings:
 
     @property
     def policy(self) -> BatchPolicy:
-        return BatchPolicy(self.max_batch_size, self.max_latency_micros / 1e6, self.workers)
+        batching = self.max_batch_size > 1
+        workers = self.workers if self.workers is not None else (1 if batching else 4)
+        return BatchPolicy(self.max_batch_size, self.max_latency_micros / 1e6, workers)
 
     def credentials(self) -> grpc.ServerCredentials | None:
         if (self.tls_cert is None) != (self.tls_key is None):

@@ -39,7 +39,7 @@ REQUEST_SHARE = {1: 1.0, 8: 0.2, 50: 0.1}  # of --requests, per client: 2000, 40
 MIN_REQUESTS = 10
 WARMUP = 20  # requests per client before the timed ones
 BATCH_ON = {"max_batch_size": 64, "max_latency_micros": 500}
-WORKERS = 4  # the server's default back-end threads, stated in the output
+WORKERS = "the server's default: 1 with batching, 4 without"
 START_TIMEOUT = 180.0
 HISTOGRAMS = ("fpgaflow_compute_duration_seconds", "fpgaflow_batch_size", "fpgaflow_queue_duration_seconds")
 EMPTY = "empty"
@@ -250,7 +250,7 @@ def start_server(case: ServerCase, trial: Path, model: str, output: str, classes
     else:
         metrics_port = free_port()
         cmd = [sys.executable, "-m", "fpgaflow", "serve", "--trial-dir", str(trial), "--target", case.target,
-               "--port", str(port), "--metrics-port", str(metrics_port), "--workers", str(WORKERS), *case.serve_args()]
+               "--port", str(port), "--metrics-port", str(metrics_port), *case.serve_args()]
         metrics = f"http://127.0.0.1:{metrics_port}/metrics"
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("wb") as fh:
@@ -389,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"serving benchmark: {model} ({trial}), batch 1, {', '.join(map(str, CONCURRENCY))} clients, "
           f"{settings['requests_per_client']} requests per client after {WARMUP} warm-up; one server at a time; "
           f"batching on = max batch {BATCH_ON['max_batch_size']}, max delay {BATCH_ON['max_latency_micros']} µs, "
-          f"{WORKERS} worker threads; empty = a grpc.aio Predict handler answering a fixed response; "
+          f"worker threads: {WORKERS}; empty = a grpc.aio Predict handler answering a fixed response; "
           f"{os.cpu_count()} CPUs shared by server and clients", flush=True)
     started = time.monotonic()
     rows: list[dict] = []

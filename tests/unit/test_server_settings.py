@@ -41,3 +41,9 @@ def test_tls_needs_both_files(tmp_path):
     with pytest.raises(ConfigError, match="cannot read the TLS files"):
         ServerSettings(tls_cert=cert, tls_key=tmp_path / "missing.pem").credentials()
     assert ServerSettings().credentials() is None
+
+
+def test_one_back_end_call_at_a_time_with_batching_unless_asked():
+    assert ServerSettings().policy.concurrent_batches == 4
+    assert ServerSettings(max_batch_size=64).policy.concurrent_batches == 1
+    assert ServerSettings(max_batch_size=64, workers=3).policy.concurrent_batches == 3
