@@ -2,8 +2,8 @@
 or until its first request has waited the maximum delay, runs as one back-end call on a worker
 thread, and each request gets its own rows back.
 
-Batching off is the same scheduler with batches of one request and no delay, so both paths share
-the queue-time, compute-time and batch-size accounting.
+Batching off skips the scheduler: each request waits for a free worker and runs alone, with the
+same queue-time, compute-time and batch-size accounting.
 """
 
 from __future__ import annotations
@@ -86,6 +86,8 @@ class Batcher:
     async def submit(self, x: np.ndarray) -> tuple[np.ndarray, Batch]:
         """Queue one request's rows; returns its output rows and the batch that computed them."""
         assert self._wakeup is not None, "Batcher.start() was not called"
+        if not self.policy.enabled:  # each request its own call: straight to a free worker
+            return await self._run_alone(x, time.perf_counter())
         future = asyncio.get_running_loop().create_future()
         self._pending.append(_Pending(x, future, time.perf_counter()))
         self._queued_samples += len(x)
@@ -114,6 +116,15 @@ class Batcher:
             task = asyncio.get_running_loop().create_task(self._run(items))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
+
+    async def _run_alone(self, x: np.ndarray, enqueued: float) -> tuple[np.ndarray, Batch]:
+        async with self._slots:
+            started = time.perf_counter()
+            y, seconds = await asyncio.get_running_loop().run_in_executor(self._executor, self._timed_compute, x)
+        batch = Batch(len(x), [started - enqueued], seconds, started)
+        if self._on_batch is not None:
+            self._on_batch(batch)
+        return y, batch
 
     async def _run(self, items: list[_Pending]) -> None:
         try:
