@@ -157,7 +157,9 @@ def test_latency_and_throughput_compare_the_targets(scraped):
         targets = {s["metric"]["target"] for s in prom.query_range(_panel(title)[0], start, end) if _values([s])}
         assert targets == {"cpu", "fpga"}, title
     errors = prom.query_range(_panel("Errors by code")[0], start, end)
-    assert {(s["metric"]["target"], s["metric"]["code"]) for s in errors} == {("cpu", "INVALID_ARGUMENT"), ("fpga", "INVALID_ARGUMENT")}
+    # codes other tests caused earlier in the session show as series at rate 0
+    assert {(s["metric"]["target"], s["metric"]["code"]) for s in errors if any(_values([s]))} == {
+        ("cpu", "INVALID_ARGUMENT"), ("fpga", "INVALID_ARGUMENT")}
 
 
 def test_modelled_device_latency_follows_the_timing_model(scraped, tiny_run):
