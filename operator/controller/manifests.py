@@ -19,6 +19,7 @@ LABEL_TARGET = f"{GROUP}/target"
 GRPC_PORT = 8500
 METRICS_PORT = 8000
 # For a Prometheus configured with the common kubernetes-pods / kubernetes-service-endpoints jobs.
+SERVER_TERMINATION_GRACE_S = 40
 METRICS_LINGER_S = 15  # the chart's scrape interval: the final epoch's values are scraped before the pod ends
 SCRAPE_ANNOTATIONS = {"prometheus.io/scrape": "true", "prometheus.io/port": str(METRICS_PORT), "prometheus.io/path": "/metrics"}
 
@@ -162,7 +163,9 @@ def server_deployment(settings: ClusterSettings, namespace: str, experiment: str
             "template": {
                 "metadata": {"labels": selector,
                              "annotations": dict(SCRAPE_ANNOTATIONS)},
-                "spec": {"containers": [container], "volumes": [volume], "securityContext": pod_security},
+                "spec": {"containers": [container], "volumes": [volume], "securityContext": pod_security,
+                         # the server drains for up to its --grace-seconds (30) after SIGTERM, then exits
+                         "terminationGracePeriodSeconds": SERVER_TERMINATION_GRACE_S},
             },
         },
     }

@@ -122,3 +122,11 @@ def test_a_trial_trained_by_a_script_without_a_keras_model_ends_after_training()
     summary = {"stages": ["train"], "note": "trained by train.command without a Keras model"}
     d = decide(trials(), {"t00": TrialObservation(jobs={"train": "succeeded"}, done=frozenset({"train"}), summary=summary)})
     assert d.actions == [] and d.phase == "Succeeded" and d.trials[0]["message"] == summary["note"]
+
+
+def test_a_server_pod_is_given_longer_than_the_server_drains():
+    from fpgaflow.inference.server import ServerSettings
+
+    pod = server_deployment(ClusterSettings(), "ns", "exp", "t00", "cpu")["spec"]["template"]["spec"]
+    assert "--grace-seconds" not in pod["containers"][0]["args"]
+    assert pod["terminationGracePeriodSeconds"] > ServerSettings().grace_seconds
