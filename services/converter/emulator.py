@@ -31,7 +31,7 @@ class Emulator:
     info: dict
 
     def __post_init__(self):
-        self._lib = ctypes.CDLL(str(self.library))
+        self._lib = ctypes.PyDLL(str(self.library))
         self._fn = getattr(self._lib, self.function)
         self._fn.restype = None
         self._fn.argtypes = [npc.ndpointer(ctypes.c_float, flags="C_CONTIGUOUS")] * 2

@@ -100,6 +100,8 @@ class ServedModel:
                  "batching": {"maxBatchSize": self.policy.max_batch_size, "maxLatencyMicros": round(self.policy.max_delay_s * 1e6)}
                  if self.policy.enabled else "off",
                  "pacing": "off", **self.extra}
+        if getattr(self.backend, "emulation", None):
+            facts["emulation"] = self.backend.emulation
         timing = getattr(self.backend, "timing", None)
         if timing:
             facts["device_timing"] = {k: timing[k] for k in ("latency_ns", "ii_ns", "clock_period_ns") if k in timing}
