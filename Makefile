@@ -52,6 +52,7 @@ bench: install
 	$(BIN)/python -m fpgaflow.trainer.bench
 	$(BIN)/fpgaflow run examples/bench-serving.yaml --home .cache/bench --replace
 	$(BIN)/python -m fpgaflow.inference.serverbench
+	$(BIN)/python -m fpgaflow.converter.emubench
 
 # A real control plane for the cluster tests: kube-apiserver and kubectl built from the Kubernetes
 # sources (tests/cluster/envtest/go.mod pins the release), helm from its module; etcd comes from the
