@@ -22,9 +22,13 @@ class DataPlane:
     def __init__(self, model: ServedModel):
         self.model = model
         self.state = State.STARTING
-        self.active = 0  # predictions accepted and not yet answered
         self.accepted = self.answered = self.refused = 0  # since start; refused: arrived while draining
         self.last_arrival = float("-inf")  # time.monotonic() of the latest prediction request, accepted or not
+
+    @property
+    def active(self) -> int:
+        """Predictions accepted and not yet answered."""
+        return self.accepted - self.answered
 
     @property
     def ready(self) -> bool:
@@ -65,9 +69,7 @@ class DataPlane:
         when shutdown begins meanwhile."""
         self.check_accepting()
         self.accepted += 1
-        self.active += 1
         try:
             return await model.predict(x)
         finally:
-            self.active -= 1
             self.answered += 1

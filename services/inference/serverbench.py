@@ -268,13 +268,9 @@ def start_server(case: ServerCase, trial: Path, model: str, output: str, classes
 
 
 def stop_server(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    from fpgaflow.runner import Processes
+
+    Processes.stop(proc, grace=30.0)
 
 
 def cpu_seconds(pid: int) -> float | None:
