@@ -1,14 +1,23 @@
-"""A vectorized, bit-exact numpy emulator of hls4ml's C simulation (issue 7, first step).
+"""A vectorized, bit-exact numpy emulator of hls4ml's C simulation (issue 7).
 
 hls4ml's compiled emulation (:mod:`fpgaflow.converter.emulator`) calls C once per sample. This module
-computes the same bits for a whole batch at once: every ap_fixed value is held as its integer mantissa
-(int64, or float64 holding an exact integer where a BLAS matmul is exact), and every cast applies the
-target type's quantization (AP_TRN, AP_RND, ...) and overflow (AP_WRAP, AP_SAT, ...) modes the way
-ap_types' ``ap_fixed_base`` does.
+computes the same bits for a whole batch at once, from the converted project's own headers and weights:
+every ap_fixed value is held as its integer mantissa, and every cast applies the target type's
+quantization and overflow modes the way ap_types does (:mod:`fpgaflow.converter.apfixed`).
 
-Covered: the input conversion from float, Dense (Latency strategy, io_parallel, plain products), ReLU
-and the ``stable`` Softmax with its exp and 1/x tables, as hls4ml 1.3's Vivado/Vitis templates write
-them. Anything else raises NotImplementedError naming it. Not wired into serving.
+Each layer has two implementations:
+
+- the **fast path** on float64 mantissas, used where a static range analysis (types, weights, the
+  previous layers' ranges) proves every value and partial sum below 2^52: a dense layer is then one
+  exact BLAS product with the bias and the result scale folded into the weights, and a cast is only the
+  passes it needs (no rounding where no bits drop, no overflow pass where the range cannot leave the type);
+- the **exact path** on int64 mantissas, used otherwise: wider types, accumulators that saturate in an
+  order-dependent way (added in the C loop's order), products rounded to a coarser accumulator.
+
+Covered: the input conversion from float, Dense (Latency and Resource strategies, io_parallel, plain
+products, pruned weights included), ReLU, linear, and the ``stable`` Softmax with its exp and 1/x tables,
+as hls4ml 1.3's Vivado/Vitis templates write them. Anything else raises NotImplementedError naming it,
+and the caller falls back to hls4ml's compiled library.
 """
 
 from __future__ import annotations
@@ -17,201 +26,55 @@ import ctypes
 import ctypes.util
 import json
 import re
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-QUANTIZATION_MODES = ("AP_TRN", "AP_TRN_ZERO", "AP_RND", "AP_RND_ZERO", "AP_RND_MIN_INF", "AP_RND_INF", "AP_RND_CONV")
-OVERFLOW_MODES = ("AP_WRAP", "AP_SAT", "AP_SAT_ZERO", "AP_SAT_SYM")
-MAX_WIDTH = 62  # mantissas and their products live in int64
+from fpgaflow.converter.apfixed import (
+    FLOAT_EXACT,
+    OVERFLOW_MODES,
+    QUANTIZATION_MODES,
+    ApType,
+    FloatCast,
+    Range,
+    _overflow,
+    fits,
+    overflow_float,
+    parse_type,
+    product_type,
+    quantize_float,
+    quantize_float64,
+    requantize,
+    to_float,
+)
 
+CHUNK = 1024  # rows per block of a large batch (measured: 1024 is 1.5x faster than one block of 10,000)
 
-@dataclass(frozen=True)
-class ApType:
-    """ap_fixed<width, integer, Q, O, N> (signed) or ap_ufixed; ap_int/ap_uint are integer == width."""
-
-    width: int
-    integer: int
-    signed: bool = True
-    quantization: str = "AP_TRN"
-    overflow: str = "AP_WRAP"
-    saturation_bits: int = 0
-
-    @property
-    def fraction(self) -> int:
-        return self.width - self.integer
-
-    @property
-    def min_mantissa(self) -> int:
-        return -(1 << (self.width - 1)) if self.signed else 0
-
-    @property
-    def max_mantissa(self) -> int:
-        return (1 << (self.width - 1)) - 1 if self.signed else (1 << self.width) - 1
-
-
-_TYPE = re.compile(r"^\s*ap_(u?)(fixed|int)\s*<\s*([^>]*)>\s*$")
-
-
-def parse_type(text: str) -> ApType:
-    """An ApType from its C++ spelling, e.g. ``ap_ufixed<18,3,AP_RND,AP_SAT,0>``."""
-    match = _TYPE.match(text)
-    if not match:
-        raise NotImplementedError(f"type {text!r} is not an ap_fixed/ap_ufixed/ap_int/ap_uint type")
-    unsigned, kind, args = match.groups()
-    parts = [p.strip() for p in args.split(",") if p.strip()]
-    width = int(parts[0])
-    if kind == "int":
-        if len(parts) != 1:
-            raise NotImplementedError(f"type {text!r}: unexpected template arguments")
-        integer, rest = width, []
-    else:
-        integer, rest = int(parts[1]), parts[2:]
-    quantization = rest[0] if len(rest) > 0 else "AP_TRN"
-    overflow = rest[1] if len(rest) > 1 else "AP_WRAP"
-    saturation_bits = int(rest[2]) if len(rest) > 2 else 0
-    t = ApType(width, integer, not unsigned, quantization, overflow, saturation_bits)
-    check_type(t, text)
-    return t
-
-
-def check_type(t: ApType, name: str = "") -> None:
-    label = name or repr(t)
-    if t.quantization not in QUANTIZATION_MODES:
-        raise NotImplementedError(f"type {label}: quantization mode {t.quantization} is not covered")
-    if t.overflow not in OVERFLOW_MODES:
-        raise NotImplementedError(f"type {label}: overflow mode {t.overflow} is not covered")
-    if t.saturation_bits != 0:
-        raise NotImplementedError(f"type {label}: saturation bits N={t.saturation_bits} (only N=0) are not covered")
-    if not 1 <= t.width <= MAX_WIDTH:
-        raise NotImplementedError(f"type {label}: width {t.width} is outside 1..{MAX_WIDTH}")
-
+__all__ = ["OVERFLOW_MODES", "QUANTIZATION_MODES", "ApType", "FastEmulator", "load_fast_emulator", "parse_type",
+           "quantize_float", "requantize"]
 
 # ----------------------------------------------------------------------------------------------------
-# quantization and overflow
+# the exact path: int64 mantissas
 # ----------------------------------------------------------------------------------------------------
-
-
-def _round(floor, above_half, at_half, inexact, negative, mode: str):
-    """The rounded mantissa given floor(value) and where the dropped part lies (ap_fixed's qb/r rules)."""
-    if mode == "AP_TRN":
-        return floor
-    if mode == "AP_TRN_ZERO":
-        return floor + (negative & inexact)
-    if mode == "AP_RND":
-        return floor + (above_half | at_half)
-    if mode == "AP_RND_ZERO":
-        return floor + (above_half | (at_half & negative))
-    if mode == "AP_RND_MIN_INF":
-        return floor + above_half
-    if mode == "AP_RND_INF":
-        return floor + (above_half | (at_half & ~negative))
-    if mode == "AP_RND_CONV":
-        return floor + (above_half | (at_half & ((floor % 2) == 1)))
-    raise NotImplementedError(f"quantization mode {mode} is not covered")
-
-
-def _overflow(m: np.ndarray, t: ApType) -> np.ndarray:
-    """Mantissas (int64, already at t's fraction bits) brought into t's range by its overflow mode."""
-    lo, hi = t.min_mantissa, t.max_mantissa
-    if t.overflow == "AP_WRAP":
-        return ((m - lo) & ((1 << t.width) - 1)) + lo
-    if t.overflow == "AP_SAT":
-        return np.clip(m, lo, hi)
-    if t.overflow == "AP_SAT_SYM":
-        return np.clip(m, -hi if t.signed else 0, hi)
-    if t.overflow == "AP_SAT_ZERO":
-        return np.where((m < lo) | (m > hi), 0, m)
-    raise NotImplementedError(f"overflow mode {t.overflow} is not covered")
-
-
-def requantize(m: np.ndarray, fraction: int, t: ApType) -> np.ndarray:
-    """Cast integer mantissas with ``fraction`` fractional bits (exact values m * 2^-fraction) to type t."""
-    m = np.asarray(m, dtype=np.int64)
-    shift = fraction - t.fraction
-    if shift <= 0:
-        if int(np.abs(m).max(initial=0)).bit_length() - shift > 63:
-            raise NotImplementedError(f"casting to {t}: the shifted mantissas do not fit in int64")
-        return _overflow(m << -shift, t)
-    if shift > 62:  # everything below one step: floor is 0 or -1
-        floor = np.where(m < 0, -1, 0).astype(np.int64)
-        negative = m < 0
-        q = _round(floor, np.zeros_like(negative), np.zeros_like(negative), m != 0, negative, t.quantization)
-        return _overflow(q, t)
-    floor = m >> shift  # arithmetic shift: floor division by 2^shift
-    rest = m - (floor << shift)
-    half = np.int64(1) << (shift - 1)
-    q = _round(floor, rest > half, rest == half, rest != 0, m < 0, t.quantization)
-    return _overflow(q, t)
-
-
-def quantize_float(x: np.ndarray, t: ApType) -> np.ndarray:
-    """ap_fixed's constructor from float/double: the exact value, rounded and overflowed as t says.
-
-    +-inf behave as ap_types does (a huge mantissa): saturated by the AP_SAT modes, 0 under AP_WRAP. NaN
-    (which ap_types does not support) raises ValueError.
-    """
-    x = np.asarray(x, dtype=np.float64)
-    if np.isnan(x).any():
-        raise ValueError("NaN cannot be converted to an ap_fixed value")
-    scaled = np.ldexp(x, t.fraction)  # exact: a power-of-two scale
-    finite = np.isfinite(scaled)
-    safe = np.where(finite, scaled, 0.0)
-    floor = np.floor(safe)
-    rest = safe - floor  # exact: both have the same exponent range
-    negative = safe < 0
-    limit = float(1 << MAX_WIDTH)
-    big = np.abs(floor) >= limit
-    if t.overflow == "AP_WRAP":
-        # only the low `width` bits survive; fmod of an integer-valued double by 2^width is exact
-        floor = np.where(big, np.fmod(floor, float(1 << t.width)), floor)
-        q = _round(floor.astype(np.int64), rest > 0.5, rest == 0.5, rest != 0, negative, t.quantization)
-        out = _overflow(q, t)
-        return np.where(finite, out, 0)
-    floor = np.clip(floor, -limit, limit)
-    q = _round(floor.astype(np.int64), rest > 0.5, rest == 0.5, rest != 0, negative, t.quantization)
-    q = np.where(finite, q, np.where(scaled > 0, 1 << MAX_WIDTH, -(1 << MAX_WIDTH)))
-    return _overflow(q, t)
-
-
-def to_float(m: np.ndarray, t: ApType) -> np.ndarray:
-    """ap_fixed -> float as the bridge's output conversion does (exact for at most 24 significant bits)."""
-    if t.width > 24:
-        raise NotImplementedError(f"output type {t} is wider than a float's 24-bit significand")
-    return np.ldexp(np.asarray(m, dtype=np.float64), -t.fraction).astype(np.float32)
-
-
-def product_type(a: ApType, b: ApType) -> ApType:
-    """The exact type of a * b (full precision, as ap_fixed's operator* returns)."""
-    signed = a.signed or b.signed
-    return ApType(a.width + b.width, a.integer + b.integer, signed)
-
-
-# ----------------------------------------------------------------------------------------------------
-# layers
-# ----------------------------------------------------------------------------------------------------
-
-
-def _fits(t: ApType, inner: ApType) -> bool:
-    """Whether every value of `inner` is exactly representable in t (no quantization, no overflow)."""
-    if t.fraction < inner.fraction:
-        return False
-    shift = t.fraction - inner.fraction
-    return (inner.min_mantissa << shift) >= t.min_mantissa and (inner.max_mantissa << shift) <= t.max_mantissa
 
 
 def dense_latency(x: np.ndarray, x_type: ApType, w: np.ndarray, w_type: ApType, b: np.ndarray, b_type: ApType,
-                  accum: ApType, result: ApType) -> np.ndarray:
-    """nnet::dense_latency: products (x * w, exact) cast to accum, bias cast to accum, accumulate in input
-    order with each sum cast to accum, then the result cast. x: (n, n_in) mantissas; w: (n_in, n_out)."""
+                  accum: ApType, result: ApType, order_free: bool | None = None) -> np.ndarray:
+    """nnet::dense_latency on int64 mantissas: products (x * w, exact) cast to accum, bias cast to accum,
+    accumulate in input order with each sum cast to accum, then the result cast. x: (n, n_in); w: (n_in, n_out).
+
+    ``order_free``: the caller has proved that no partial sum leaves accum's range (or accum wraps, when
+    modular sums make the order irrelevant, the default), so one matrix product gives the same sums."""
     prod_t = product_type(x_type, w_type)
     n_in = w.shape[0]
     bias = requantize(b, b_type.fraction, accum)
-    order_free = accum.overflow == "AP_WRAP"  # modular sums: the order of the additions does not matter
+    if order_free is None:
+        order_free = accum.overflow == "AP_WRAP"
     if prod_t.width > 63:
         raise NotImplementedError(f"dense products of {x_type} and {w_type} are wider than int64")
-    if _fits(accum, prod_t) and order_free:
+    if fits(accum, prod_t) and order_free:
         shift = accum.fraction - prod_t.fraction
         bound = n_in * (1 << (x_type.width + w_type.width)) << shift
         if bound < (1 << 53):  # every partial sum is an exact integer in float64: BLAS is exact
@@ -334,25 +197,191 @@ def softmax_stable(x: np.ndarray, x_type: ApType, result: ApType, cfg: SoftmaxCo
 
 
 # ----------------------------------------------------------------------------------------------------
-# the network from the converter's artifact
+# the fast path: float64 mantissas, planned from static ranges
 # ----------------------------------------------------------------------------------------------------
 
 
 @dataclass
 class Layer:
+    """One layer: the exact (int64) implementation always, the fast (float64) one where it is proved exact.
+    A layer may reuse its input array's memory for its output."""
+
     name: str
-    kind: str  # dense | relu | softmax
+    kind: str
     in_type: ApType
     out_type: ApType
-    params: dict
+    out_range: Range
+    exact: Callable[[np.ndarray], np.ndarray]
+    fast: Callable[[np.ndarray], np.ndarray] | None = None
+    why_exact: str = ""  # why the fast path is not used, when it is not
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        p = self.params
-        if self.kind == "dense":
-            return dense_latency(x, self.in_type, p["w"], p["weight_t"], p["b"], p["bias_t"], p["accum_t"], self.out_type)
-        if self.kind == "relu":
-            return relu(x, self.in_type, self.out_type)
-        return softmax_stable(x, self.in_type, self.out_type, p["config"], p["tables"])
+    def __call__(self, m: np.ndarray) -> np.ndarray:
+        if self.fast is not None:
+            return self.fast(m if m.dtype == np.float64 else m.astype(np.float64))
+        return self.exact(m if m.dtype == np.int64 else m.astype(np.int64))
+
+
+@dataclass(frozen=True)
+class DenseAnalysis:
+    """What the weights and the input range prove about a dense layer's sums (in accum units)."""
+
+    final: Range  # the exact sums before any accum overflow
+    magnitude: int  # the largest |partial sum|, summing |terms|
+    products_fit: bool  # each product is exact in accum (no rounding, no overflow of its own)
+    partial_in_range: bool  # no partial sum, bias first, in any order, leaves accum's range
+
+    @property
+    def order_free(self) -> bool:
+        """Whether the order of the additions cannot change the result (no saturation can happen)."""
+        return self.products_fit and self.partial_in_range
+
+
+def analyse_dense(x: Range, x_t: ApType, w: np.ndarray, w_t: ApType, bias_acc: np.ndarray, accum: ApType) -> DenseAnalysis:
+    prod_t = product_type(x_t, w_t)
+    shift = accum.fraction - prod_t.fraction
+    if shift < 0:  # products are rounded to the accumulator: no exact matrix product
+        return DenseAnalysis(Range.of(accum), 1 << 62, False, False)
+    wo = w.astype(object)  # Python integers: no overflow in the analysis
+    high = np.maximum(wo * x.lo, wo * x.hi) << shift
+    low = np.minimum(wo * x.lo, wo * x.hi) << shift
+    bias = bias_acc.astype(object)
+    final = Range(int((low.sum(axis=0) + bias).min()), int((high.sum(axis=0) + bias).max()))
+    partial = Range(int((np.minimum(low, 0).sum(axis=0) + np.minimum(bias, 0)).min()),
+                    int((np.maximum(high, 0).sum(axis=0) + np.maximum(bias, 0)).max()))
+    magnitude = int((np.abs(wo).sum(axis=0) * (x.magnitude << shift) + np.abs(bias)).max())
+    single = Range(int(low.min()), int(high.max()))
+    return DenseAnalysis(final, magnitude, single.within(accum), partial.within(accum))
+
+
+def dense_layer(name: str, x_range: Range, x_t: ApType, w: np.ndarray, w_t: ApType, b: np.ndarray, b_t: ApType,
+                accum: ApType, result: ApType, strategy: str) -> Layer:
+    """nnet::dense (w: (n_in, n_out) mantissas, b: (n_out,)). The Latency strategy adds products in input
+    order, Resource in its reuse order: only a saturating accumulator that can saturate tells them apart."""
+    what = f"dense layer {name}"
+    bias_acc = requantize(b, b_t.fraction, accum)
+    facts = analyse_dense(x_range, x_t, w, w_t, bias_acc, accum)
+    modular = accum.overflow == "AP_WRAP"
+    order_free = facts.order_free or modular
+    if not order_free and strategy != "latency":
+        raise NotImplementedError(f"{what}: the {strategy} strategy with accumulator {accum}, which may saturate "
+                                  "(its order of additions is not emulated)")
+
+    def exact(m):
+        return dense_latency(m, x_t, w, w_t, b, b_t, accum, result, order_free=order_free)
+
+    overflow_at_accum = not facts.final.within(accum)
+    out_range = FloatCast.plan(accum.fraction, Range.of(accum) if overflow_at_accum else facts.final, result).out
+    layer = Layer(name, "dense", x_t, result, out_range, exact)
+    if not facts.products_fit and not modular:
+        layer.why_exact = "products are rounded or overflow in the accumulator"
+    elif accum.fraction < product_type(x_t, w_t).fraction:
+        layer.why_exact = "products are rounded to the accumulator"
+    elif not order_free:
+        layer.why_exact = "the accumulator may saturate: added in the C loop's order"
+    elif facts.magnitude >= FLOAT_EXACT or x_range.magnitude >= FLOAT_EXACT:
+        layer.why_exact = "sums reach 2^52"
+    else:
+        layer.fast = _fast_dense(w, bias_acc, product_type(x_t, w_t), accum, result, facts, overflow_at_accum)
+    return layer
+
+
+def _fast_dense(w, bias_acc, prod_t: ApType, accum: ApType, result: ApType, facts: DenseAnalysis,
+                overflow_at_accum: bool):
+    to_accum = 2.0 ** (accum.fraction - prod_t.fraction)
+    if overflow_at_accum:  # a wrapping accumulator that can wrap: wrap in accum units, then cast
+        weights, bias = w.astype(np.float64) * to_accum, bias_acc.astype(np.float64)
+        cast = FloatCast.plan(accum.fraction, Range.of(accum), result)
+
+        def fast(x):
+            acc = x @ weights
+            acc += bias
+            return cast(overflow_float(acc, accum), inplace=True)
+        return fast
+    cast = FloatCast.plan(accum.fraction, facts.final, result)
+    # the result's power-of-two scale folded into the weights and bias: still exact
+    weights, bias = w.astype(np.float64) * (to_accum * cast.scale), bias_acc.astype(np.float64) * cast.scale
+
+    def fast(x):
+        acc = x @ weights
+        acc += bias
+        return cast(acc, scaled=True, inplace=True)
+    return fast
+
+
+def relu_layer(name: str, x_range: Range, x_t: ApType, result: ApType) -> Layer:
+    positive = Range(max(x_range.lo, 1), max(x_range.hi, 1))
+    cast = FloatCast.plan(x_t.fraction, positive, result)
+    out = cast.out.union(Range(0, 0))
+    layer = Layer(name, "relu", x_t, result, out, lambda m: relu(m, x_t, result))
+    if cast.scale == 1.0 and not cast.rounds and not cast.overflows:
+        layer.fast = lambda v: np.maximum(v, 0.0, out=v)  # v is the previous layer's own output
+    else:
+        layer.fast = lambda v: np.where(v > 0, cast(v), 0.0)
+    return layer
+
+
+def linear_layer(name: str, x_range: Range, x_t: ApType, result: ApType) -> Layer:
+    """nnet::linear: a cast to the result type."""
+    cast = FloatCast.plan(x_t.fraction, x_range, result)
+    return Layer(name, "linear", x_t, result, cast.out, lambda m: requantize(m, x_t.fraction, result), cast)
+
+
+def _float_index(t: ApType, table_size: int) -> Callable[[np.ndarray], np.ndarray]:
+    """:func:`table_index` on float64 mantissas: floor(m / 2^(width - n)) modulo 2^n, as an index array."""
+    n = ceillog2(table_size)
+    if n > t.width:
+        raise NotImplementedError(f"a {table_size}-entry table addressed by {t} (fewer bits than the address)")
+    scale, mask = 2.0 ** (n - t.width), (1 << n) - 1
+    if not t.signed:  # 0 <= top < 2^n: the conversion's truncation is the floor, and no bits to mask
+
+        def index(v):
+            v *= scale
+            return v.astype(np.intp)
+        return index
+
+    def index(v):
+        v *= scale
+        np.floor(v, out=v)
+        return v.astype(np.intp) & mask
+    return index
+
+
+def softmax_layer(name: str, x_range: Range, x_t: ApType, result: ApType, cfg: SoftmaxConfig, n: int) -> Layer:
+    exp_tab, inv_tab = cfg.tables()
+    layer = Layer(name, "softmax", x_t, result, Range.of(result),
+                  lambda m: softmax_stable(m, x_t, result, cfg, (exp_tab, inv_tab)))
+    if cfg.exp_table_size & (cfg.exp_table_size - 1) or cfg.inv_table_size & (cfg.inv_table_size - 1):
+        layer.why_exact = "a table size that is not a power of two"
+        return layer
+    exp_acc = requantize(exp_tab, cfg.exp_table_t.fraction, cfg.accum_t)
+    terms = Range(int(exp_acc.min()), int(exp_acc.max()))
+    inv = Range(int(inv_tab.min()), int(inv_tab.max()))
+    if max(x_range.magnitude * 2, terms.magnitude * inv.magnitude) >= FLOAT_EXACT:
+        layer.why_exact = "products reach 2^52"
+        return layer
+    norm = FloatCast.plan(x_t.fraction, Range(0, x_range.hi - x_range.lo), cfg.inp_norm_t)
+    norm_index = _float_index(cfg.inp_norm_t, cfg.exp_table_size)
+    inv_index = _float_index(cfg.inv_inp_t, cfg.inv_table_size)
+    exp_acc_f, inv_f = exp_acc.astype(np.float64), inv_tab.astype(np.float64)
+    corners = [a * b for a in (terms.lo, terms.hi) for b in (inv.lo, inv.hi)]
+    out = FloatCast.plan(cfg.accum_t.fraction + cfg.inv_table_t.fraction, Range(min(corners), max(corners)), result)
+    layer.out_range = out.out
+    # no partial sum of the exponentials leaves accum: the reduction tree's order does not matter
+    plain_sum = Range(min(terms.lo * n, 0), max(terms.hi * n, 0)).within(cfg.accum_t)
+    sum_cast = FloatCast.plan(cfg.accum_t.fraction, Range.of(cfg.accum_t), cfg.inv_inp_t)
+
+    def fast(v):
+        diff = v.max(axis=-1, keepdims=True) - v
+        exp_res = exp_acc_f[norm_index(norm(diff, inplace=True))]
+        if plain_sum:
+            total = exp_res.sum(axis=-1)
+        else:
+            total = tree_sum(exp_res.astype(np.int64), cfg.accum_t).astype(np.float64)
+        product = exp_res * inv_f[inv_index(sum_cast(total, inplace=True))][:, None]
+        return out(product, inplace=True)
+
+    layer.fast = fast
+    return layer
 
 
 @dataclass
@@ -361,18 +390,50 @@ class FastEmulator:
     layers: list[Layer]
     input_size: int
     output_size: int
+    output_type: ApType = field(init=False)
+
+    def __post_init__(self):
+        self.output_type = self.layers[-1].out_type if self.layers else self.input_type
+        if self.output_type.width > 24:
+            raise NotImplementedError(f"output type {self.output_type} is wider than a float's 24-bit significand")
+        self._fast_input = self.input_type.width <= 50
+
+    @property
+    def paths(self) -> dict[str, str]:
+        """Each layer's implementation: 'float64' or 'int64 (why)'."""
+        return {layer.name: "float64" if layer.fast is not None else f"int64 ({layer.why_exact})" for layer in self.layers}
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Outputs for a batch of already-scaled inputs, (n, input_size) -> (n, output_size) float32,
-        the same bits as :meth:`fpgaflow.converter.emulator.Emulator.predict`."""
+        the same bits as :meth:`fpgaflow.converter.emulator.Emulator.predict`. Large batches go through in
+        blocks of CHUNK rows, whose intermediate arrays stay in the CPU's caches."""
         x = np.asarray(x, dtype=np.float32).reshape(len(x), -1)
         if x.shape[1] != self.input_size:
             raise ValueError(f"expected {self.input_size} values per sample, got {x.shape[1]}")
-        m, t = quantize_float(x, self.input_type), self.input_type
-        for layer in self.layers:
-            m, t = layer(m), layer.out_type
-        return to_float(m, t)
+        if len(x) <= CHUNK:
+            return self._predict(x)
+        out = np.empty((len(x), self.output_size), dtype=np.float32)
+        for start in range(0, len(x), CHUNK):
+            out[start:start + CHUNK] = self._predict(x[start:start + CHUNK])
+        return out
 
+    def _predict(self, x: np.ndarray) -> np.ndarray:
+        if self._fast_input and np.isfinite(x).all():
+            m = quantize_float64(x, self.input_type)
+        else:  # +-inf as ap_types takes them; NaN is refused
+            m = quantize_float(x, self.input_type)
+        for layer in self.layers:
+            m = layer(m)
+        if m.dtype == np.float64:
+            m *= 2.0**-self.output_type.fraction
+            m += 0.0  # -0.0 -> +0.0, as ap_fixed's conversion to float gives
+            return m.astype(np.float32)
+        return to_float(m, self.output_type)
+
+
+# ----------------------------------------------------------------------------------------------------
+# the network from the converter's artifact
+# ----------------------------------------------------------------------------------------------------
 
 _TYPEDEF = re.compile(r"^\s*typedef\s+(.+?)\s+(\w+)\s*;", re.M)
 _STRUCT = re.compile(r"struct\s+(\w+)\s*:\s*nnet::(\w+)\s*\{(.*?)\n\};", re.S)
@@ -404,17 +465,25 @@ def read_weights(path: Path) -> np.ndarray:
     return np.array([float(v) for v in line.split(",") if v.strip()], dtype=np.float64)
 
 
-def _require(cfg: dict, key: str, expected: str, what: str) -> None:
-    if cfg.get(key) != expected:
-        raise NotImplementedError(f"{what}: {key} = {cfg.get(key)} (only {expected} is covered)")
 
 
-def _dense_layer(name, in_t, out_t, cfg, args, firmware, types) -> Layer:
+def _require(cfg: dict, key: str, allowed: tuple[str, ...], what: str) -> str:
+    value = cfg.get(key)
+    if value not in allowed:
+        raise NotImplementedError(f"{what}: {key} = {value} (only {', '.join(allowed)} covered)")
+    return value
+
+
+DENSE_KERNELS = {"nnet::latency": ("nnet::DenseLatency",),
+                 "nnet::resource": ("nnet::DenseResource_rf_leq_nin", "nnet::DenseResource_rf_gt_nin_rem0")}
+
+
+def _dense_layer(name, x_range, in_t, out_t, cfg, args, firmware, types) -> Layer:
     what = f"dense layer {name}"
-    _require(cfg, "io_type", "nnet::io_parallel", what)
-    _require(cfg, "strategy", "nnet::latency", what)
-    _require(cfg, "kernel", "nnet::DenseLatency", what)
-    _require(cfg, "product", "nnet::product::mult", what)
+    _require(cfg, "io_type", ("nnet::io_parallel",), what)
+    strategy = _require(cfg, "strategy", tuple(DENSE_KERNELS), what)
+    _require(cfg, "kernel", DENSE_KERNELS[strategy], what)
+    _require(cfg, "product", ("nnet::product::mult",), what)
     if in_t.width == 1 and not in_t.signed and in_t.integer == 1:
         raise NotImplementedError(f"{what}: binary (ap_uint<1>) inputs")
     n_in, n_out = int(cfg["n_in"]), int(cfg["n_out"])
@@ -423,14 +492,16 @@ def _dense_layer(name, in_t, out_t, cfg, args, firmware, types) -> Layer:
     b = read_weights(firmware / "weights" / f"{args[3]}.txt")
     if w.size != n_in * n_out or b.size != n_out:
         raise ValueError(f"{what}: weights of {w.size} and {b.size} values for {n_in}x{n_out}")
-    params = {"w": quantize_float(w, weight_t).reshape(n_in, n_out), "weight_t": weight_t,
-              "b": quantize_float(b, bias_t), "bias_t": bias_t, "accum_t": accum_t}
-    return Layer(name, "dense", in_t, out_t, params)
+    w = quantize_float(w, weight_t)
+    # hls4ml transposes a Resource-strategy layer's weights (ApplyResourceStrategy): n_out rows of n_in
+    w = w.reshape(n_out, n_in).T if strategy == "nnet::resource" else w.reshape(n_in, n_out)
+    return dense_layer(name, x_range, in_t, np.ascontiguousarray(w), weight_t, quantize_float(b, bias_t), bias_t,
+                       accum_t, out_t, strategy.removeprefix("nnet::"))
 
 
-def _softmax_layer(name, in_t, out_t, cfg, types) -> Layer:
+def _softmax_layer(name, x_range, in_t, out_t, cfg, types) -> Layer:
     what = f"softmax layer {name}"
-    _require(cfg, "io_type", "nnet::io_parallel", what)
+    _require(cfg, "io_type", ("nnet::io_parallel",), what)
     implementation = cfg.get("implementation", "").rsplit("::", 1)[-1]
     if implementation != "stable":
         raise NotImplementedError(f"{what}: implementation {implementation!r} (only 'stable' is covered)")
@@ -442,7 +513,14 @@ def _softmax_layer(name, in_t, out_t, cfg, types) -> Layer:
         *(parse_type(types[cfg[k]]) for k in ("exp_table_t", "inv_table_t", "accum_t", "inv_inp_t", "inp_norm_t")),
         implementation=implementation,
     )
-    return Layer(name, "softmax", in_t, out_t, {"config": config, "tables": config.tables()})
+    return softmax_layer(name, x_range, in_t, out_t, config, int(cfg["n_in"]))
+
+
+def _activation_layer(function, name, x_range, in_t, out_t, cfg) -> Layer:
+    _require(cfg, "io_type", ("nnet::io_parallel",), f"{function} layer {name}")
+    if function == "relu":
+        return relu_layer(name, x_range, in_t, out_t)
+    return linear_layer(name, x_range, in_t, out_t)
 
 
 def load_fast_emulator(convert_dir: str | Path) -> FastEmulator:
@@ -452,16 +530,22 @@ def load_fast_emulator(convert_dir: str | Path) -> FastEmulator:
     manifest = convert_dir / "emulator" / "emulator.json"
     if manifest.is_file():
         project = json.loads(manifest.read_text())["function"].removesuffix("_float")
-    firmware = convert_dir / "hls4ml_prj" / "firmware"
+    return load_project(convert_dir / "hls4ml_prj", project)
+
+
+def load_project(project_dir: str | Path, project: str = "myproject") -> FastEmulator:
+    """The network of an hls4ml project folder (as ``hls_model.write()`` leaves it)."""
+    firmware = Path(project_dir) / "firmware"
     types = parse_typedefs((firmware / "defines.h").read_text())
     configs = parse_configs((firmware / "parameters.h").read_text())
     source = (firmware / f"{project}.cpp").read_text()
     top = _TOP.search(source)
     if top is None:
-        raise NotImplementedError(f"{project}.cpp: a top function other than one input array and one output array")
+        raise NotImplementedError(f"{project}.cpp: a top function other than one input array and one output array "
+                                  "(io_stream designs are not covered)")
     _, in_type_name, current, in_size, out_type_name, out_name, out_size = top.groups()
     input_type = parse_type(types[in_type_name])
-    layers, current_type = [], input_type
+    layers, current_type, current_range = [], input_type, Range.of(input_type)
     for function, template, call_args, name in _CALL.findall(source):
         targs = [a.strip() for a in template.split(",")]
         args = [a.strip() for a in call_args.split(",")]
@@ -473,14 +557,15 @@ def load_fast_emulator(convert_dir: str | Path) -> FastEmulator:
             raise ValueError(f"layer {name}: input type {in_t} differs from the previous output type {current_type}")
         cfg = configs.get(targs[-1], {})
         if function == "dense":
-            layers.append(_dense_layer(name, in_t, out_t, cfg, args, firmware, types))
-        elif function == "relu":
-            layers.append(Layer(name, "relu", in_t, out_t, {}))
+            layer = _dense_layer(name, current_range, in_t, out_t, cfg, args, firmware, types)
+        elif function in ("relu", "linear"):
+            layer = _activation_layer(function, name, current_range, in_t, out_t, cfg)
         elif function == "softmax":
-            layers.append(_softmax_layer(name, in_t, out_t, cfg, types))
+            layer = _softmax_layer(name, current_range, in_t, out_t, cfg, types)
         else:
-            raise NotImplementedError(f"layer {name}: nnet::{function} is not covered (dense, relu, softmax are)")
-        current, current_type = args[1], out_t
+            raise NotImplementedError(f"layer {name}: nnet::{function} is not covered (dense, relu, linear, softmax are)")
+        layers.append(layer)
+        current, current_type, current_range = args[1], out_t, layer.out_range
     if current != out_name:
         raise ValueError(f"the last layer writes {current}, not the top function's output {out_name}")
     return FastEmulator(input_type, layers, int(in_size), int(out_size))

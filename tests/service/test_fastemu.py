@@ -81,8 +81,8 @@ def test_uncovered_strategy_is_named(converted, tmp_path):
     shutil.copytree(convert / "hls4ml_prj" / "firmware", firmware,
                     ignore=shutil.ignore_patterns("*.so", "ap_types", "nnet_utils"))
     params = firmware / "parameters.h"
-    params.write_text(params.read_text().replace("nnet::latency", "nnet::resource", 1))
-    with pytest.raises(NotImplementedError, match=r"dense layer fc1: strategy = nnet::resource"):
+    params.write_text(params.read_text().replace("nnet::latency", "nnet::distributed_arithmetic", 1))
+    with pytest.raises(NotImplementedError, match=r"dense layer fc1: strategy = nnet::distributed_arithmetic"):
         load_fast_emulator(tmp_path)
 
 
