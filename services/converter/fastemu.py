@@ -272,9 +272,7 @@ def dense_layer(name: str, x_range: Range, x_t: ApType, w: np.ndarray, w_t: ApTy
     overflow_at_accum = not facts.final.within(accum)
     out_range = FloatCast.plan(accum.fraction, Range.of(accum) if overflow_at_accum else facts.final, result).out
     layer = Layer(name, "dense", x_t, result, out_range, exact)
-    if not facts.products_fit and not modular:
-        layer.why_exact = "products are rounded or overflow in the accumulator"
-    elif accum.fraction < product_type(x_t, w_t).fraction:
+    if accum.fraction < product_type(x_t, w_t).fraction:
         layer.why_exact = "products are rounded to the accumulator"
     elif not order_free:
         layer.why_exact = "the accumulator may saturate: added in the C loop's order"

@@ -119,6 +119,26 @@ def test_the_emulation_reproduces_the_qat_model_bit_exactly(converted):
 
 
 @pytest.mark.slow
+def test_the_vectorized_emulator_matches_hls4ml_on_the_qat_model(converted):
+    """Issue 7's acceptance for a QAT model: fpgaflow's vectorized emulator, read from the converted
+    project, gives hls4ml's C simulation's bits on 100,000 inputs (jets and random, at scales that
+    saturate the quantizers' types), on its fast float64 path."""
+    from fpgaflow.converter.fastemu import load_project
+    from fpgaflow.trainer.jets import synthetic_jets
+
+    jets, _ = synthetic_jets(50_000, seed=8)
+    rng = np.random.default_rng(8)
+    x = np.concatenate([(jets - jets.mean(axis=0)) / jets.std(axis=0),
+                        rng.normal(size=(50_000, 16)) * rng.choice([0.5, 2.0, 20.0], size=(50_000, 1))]).astype(np.float32)
+    expected = np.asarray(converted["hls"].predict(np.ascontiguousarray(x))).reshape(len(x), -1)
+    fast = load_project(converted["folder"] / "hls4ml_prj")
+    assert set(fast.paths.values()) == {"float64"}, fast.paths
+    got = fast.predict(x)
+    assert np.ptp(expected, axis=0).max() > 0.1
+    assert np.array_equal(got.view(np.uint32), expected.view(np.uint32)), f"{(got != expected).any(axis=1).sum()} samples differ"
+
+
+@pytest.mark.slow
 def test_the_qat_model_saves_reloads_and_fine_tuned_its_float_weights(converted):
     from fpgaflow.trainer.qat import is_qat, load_model, saved_is_qat
 
