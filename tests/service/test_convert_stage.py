@@ -71,6 +71,11 @@ def test_the_estimate_and_the_trace_are_written_and_reported(converted):
     fidelity = json.loads((out / "fidelity.json").read_text())
     assert [row["layer"] for row in fidelity["layers"]][:2] == ["fc1", "relu1"] and fidelity["diagnosis"] is None
     assert set(fidelity["per_class_auc"]["emulated"]) == {"g", "q", "w", "z", "t"}
+    # the fidelity check ran on the vectorized emulator, after it matched hls4ml's C simulation
+    emulation = fidelity["emulation"]
+    assert emulation["path"] == "vectorized" and "fallback" not in emulation
+    assert emulation["checked_samples"] == min(fidelity["samples"], 2000) and set(emulation["layers"].values()) == {"float64"}
+    assert emulation["samples_per_second"] > emulation["hls4ml_samples_per_second"]
     assert (out / "profiling.png").read_bytes().startswith(b"\x89PNG")
     report = markdown("convert", [trial_summary(converted)], {})
     assert "## FPGA resources and latency" in report and f"| {estimate['total']['dsp']} |" in report

@@ -86,6 +86,32 @@ def test_uncovered_strategy_is_named(converted, tmp_path):
         load_fast_emulator(tmp_path)
 
 
+def test_the_fidelity_check_falls_back_to_hls4ml_where_the_emulator_cannot_serve(converted, tmp_path):
+    """convert.emulate: an uncovered layer, or outputs that differ from hls4ml's on the check (here: a
+    weight changed under the vectorized emulator), leave the whole computation to hls4ml's C simulation."""
+    from fpgaflow.converter.convert import emulate
+
+    convert, hls, fast = converted
+    x = (np.random.default_rng(3).normal(size=(3000, fast.input_size))).astype(np.float32)
+    expected = hls.predict(x)
+    got, record = emulate(convert / "hls4ml_prj", hls.predict, x)
+    assert record["path"] == "vectorized" and np.array_equal(got, expected)
+
+    project = tmp_path / "uncovered"
+    shutil.copytree(convert / "hls4ml_prj" / "firmware", project / "firmware", ignore=shutil.ignore_patterns("*.so"))
+    params = project / "firmware" / "parameters.h"
+    params.write_text(params.read_text().replace("nnet::latency", "nnet::distributed_arithmetic", 1))
+    got, record = emulate(project, hls.predict, x)
+    assert record["path"] == "hls4ml" and "does not cover" in record["fallback"] and np.array_equal(got, expected)
+
+    project = tmp_path / "differs"
+    shutil.copytree(convert / "hls4ml_prj" / "firmware", project / "firmware", ignore=shutil.ignore_patterns("*.so"))
+    bias = project / "firmware" / "weights" / "b2.txt"
+    bias.write_text("1.5," + bias.read_text().split(",", 1)[1])
+    got, record = emulate(project, hls.predict, x)
+    assert record["path"] == "hls4ml" and "differed" in record["fallback"] and np.array_equal(got, expected)
+
+
 CASTS_CPP = """
 #include <cstdio>
 #include <cstdint>

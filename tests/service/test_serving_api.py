@@ -223,6 +223,8 @@ def test_tf_serving_metadata_states_the_signature_and_how_it_serves(servers, con
     assert facts["batching"] == "off" and facts["pacing"] == "off"  # the tiny spec sets neither
     assert ("TensorFlow" if target == "cpu" else "hls4ml") in facts["backend"]
     assert ("device_timing" in facts) == (target == "fpga")
+    if target == "fpga":  # which emulation serves: the vectorized one, which covers the tiny network
+        assert facts["emulation"].startswith("vectorized emulation (") and "checked at load" in facts["emulation"]
 
 
 @pytest.mark.parametrize("target", TARGETS)
