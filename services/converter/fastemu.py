@@ -344,6 +344,26 @@ def _float_index(t: ApType, table_size: int) -> Callable[[np.ndarray], np.ndarra
     return index
 
 
+DIRECT_TABLE_LIMIT = 1 << 20  # entries (8 MiB of float64)
+
+
+def _direct(lookup: Callable[[np.ndarray], np.ndarray], domain: Range) -> Callable[[np.ndarray], np.ndarray]:
+    """``lookup`` (integer-valued float64 -> float64, elementwise) as one table over every value of domain,
+    where that is at most DIRECT_TABLE_LIMIT values; else lookup itself."""
+    size = domain.hi - domain.lo + 1
+    if size > DIRECT_TABLE_LIMIT:
+        return lookup
+    table = lookup(np.arange(domain.lo, domain.hi + 1, dtype=np.float64))
+    offset = domain.lo
+
+    def direct(v):
+        index = v.astype(np.intp)
+        if offset:
+            index -= offset
+        return table.take(index)
+    return direct
+
+
 def softmax_layer(name: str, x_range: Range, x_t: ApType, result: ApType, cfg: SoftmaxConfig, n: int) -> Layer:
     exp_tab, inv_tab = cfg.tables()
     layer = Layer(name, "softmax", x_t, result, Range.of(result),
@@ -368,15 +388,26 @@ def softmax_layer(name: str, x_range: Range, x_t: ApType, result: ApType, cfg: S
     plain_sum = Range(min(terms.lo * n, 0), max(terms.hi * n, 0)).within(cfg.accum_t)
     sum_cast = FloatCast.plan(cfg.accum_t.fraction, Range.of(cfg.accum_t), cfg.inv_inp_t)
 
+    def exponentials(diff):  # x_max - x -> exp table entry, in accum units
+        return exp_acc_f[norm_index(norm(diff, inplace=True))]
+
+    def inverses(total):  # sum of the exponentials -> 1/x table entry
+        return inv_f[inv_index(sum_cast(total, inplace=True))]
+
+    # Where the inputs of a table lookup take few values (x_max - x of a 16-bit type: 2^16), one direct
+    # table over all of them replaces the cast and the address computation.
+    exponentials = _direct(exponentials, Range(0, x_range.hi - x_range.lo))
+    if plain_sum:
+        inverses = _direct(inverses, Range(min(terms.lo * n, 0), max(terms.hi * n, 0)))
+
     def fast(v):
-        diff = v.max(axis=-1, keepdims=True) - v
-        exp_res = exp_acc_f[norm_index(norm(diff, inplace=True))]
+        exp_res = exponentials(v.max(axis=-1, keepdims=True) - v)
         if plain_sum:
             total = exp_res.sum(axis=-1)
         else:
             total = tree_sum(exp_res.astype(np.int64), cfg.accum_t).astype(np.float64)
-        product = exp_res * inv_f[inv_index(sum_cast(total, inplace=True))][:, None]
-        return out(product, inplace=True)
+        exp_res *= inverses(total)[:, None]
+        return out(exp_res, inplace=True)
 
     layer.fast = fast
     return layer
