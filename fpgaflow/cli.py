@@ -94,6 +94,40 @@ def _stage_command(stage: str):
     return command
 
 
+def _bench_arguments(p) -> None:
+    g = p.add_argument_group("on its own, against any endpoint (instead of --trial-dir)")
+    g.add_argument("--address", help="HOST:PORT of a TF Serving or Open Inference v2 gRPC endpoint")
+    g.add_argument("--model", help="model name at that endpoint")
+    g.add_argument("--protocol", choices=["tfserving", "v2"], default="tfserving")
+    g.add_argument("--input-name", help="input tensor name (default: from the endpoint's metadata)")
+    g.add_argument("--features", type=int, help="values per sample (default: from the endpoint's metadata)")
+    g.add_argument("--data", type=Path, help="inputs: an .npz with x, or an .npy (default: random normal samples)")
+    g.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16], help="numbers of client processes to scan")
+    g.add_argument("--batch-size", type=int, nargs="+", default=[1], help="samples per request, scanned")
+    g.add_argument("--requests", type=int, default=500, help="timed requests per client")
+    g.add_argument("--warmup", type=int, default=20, help="untimed requests per client first")
+    g.add_argument("--rate", type=float, help="open loop: requests per second of all clients together")
+    g.add_argument("--out", type=Path, default=Path("bench-results"), help="folder for results and plots")
+
+
+def cmd_bench(args) -> int:
+    """The bench stage with --trial-dir; with --address, the load generator on its own."""
+    if args.trial_dir:
+        if args.address:
+            print("fpgaflow bench: give --trial-dir or --address, not both", file=sys.stderr)
+            return 2
+        return _stage_command("bench")(args)
+    if not args.address or not args.model:
+        print("fpgaflow bench: --trial-dir, or --address with --model, is required", file=sys.stderr)
+        return 2
+    from fpgaflow.inference.bench import run_standalone
+
+    rows = run_standalone(args.address, args.model, args.out, proto=args.protocol, input_name=args.input_name,
+                          features=args.features, data=args.data, batch_sizes=args.batch_size, concurrency=args.concurrency,
+                          requests=args.requests, warmup=args.warmup, rate=args.rate)
+    return 0 if all(r["ok"] == r["requests"] for r in rows) else 1
+
+
 def cmd_serve(args) -> int:
     from fpgaflow.trial import TrialDir, record_failure
 
@@ -194,16 +228,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_run)
 
     for stage, text in (("train", "train the model of a trial"), ("convert", "convert a trained model with hls4ml"),
-                        ("bench", "benchmark a trial's running servers")):
+                        ("bench", "benchmark a trial's running servers, or any TF Serving / v2 endpoint (--address)")):
         p = sub.add_parser(stage, help=text)
-        p.add_argument("--trial-dir", required=True)
+        p.add_argument("--trial-dir", required=stage != "bench")
         p.add_argument("--force", action="store_true", help="redo the stage even when it finished before")
+        if stage == "bench":
+            _bench_arguments(p)
         if stage == "train":
             p.add_argument("--metrics-port", type=int, default=0, help="serve live training metrics (Prometheus) on this port")
             p.add_argument("--metrics-host", default="127.0.0.1", help="address of the metrics port")
             p.add_argument("--metrics-linger", type=float, default=0.0, metavar="SECONDS",
                            help="keep serving the final metrics this long after training ends (a scrape interval or more)")
-        p.set_defaults(fn=_stage_command(stage))
+        p.set_defaults(fn=cmd_bench if stage == "bench" else _stage_command(stage))
 
     p = sub.add_parser("serve", help="serve a trial's model over gRPC (TF Serving and Open Inference v2 APIs) with Prometheus metrics")
     p.add_argument("--trial-dir", required=True)

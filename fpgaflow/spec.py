@@ -351,12 +351,20 @@ class ServeSpec(_Model):
 
 
 class BenchmarkSpec(_Model):
+    """The load generator's scan (SONIC's measurement): every target, batch size and number of clients."""
+
     concurrency: list[Annotated[int, Field(ge=1, le=256)]] = Field(
         default_factory=lambda: [1, 4, 16, 50], min_length=1, description="Numbers of concurrent client processes to scan."
     )
-    requests_per_client: int = Field(2000, ge=1, le=1_000_000, description="Requests each client sends one after another.")
-    batch_size: int = Field(1, ge=1, le=65536, description="Samples per request.")
+    requests_per_client: int = Field(2000, ge=1, le=1_000_000, description="Timed requests each client sends.")
+    batch_sizes: list[Annotated[int, Field(ge=1, le=65536)]] = Field(
+        default_factory=lambda: [1], min_length=1, description="Samples per request, scanned; the report compares batch 1 "
+        "with the best batch size.")
     warmup: int = Field(20, ge=0, description="Requests each client sends before timing starts.")
+    protocol: Literal["tfserving", "v2"] = Field("tfserving", description="TF Serving Predict or Open Inference v2 ModelInfer.")
+    rate: float | None = Field(
+        None, gt=0, le=1_000_000, description="Open loop: requests per second of all clients together, each sent at its "
+        "scheduled time, its latency counted from then. Unset: closed loop, each client sends when its previous answer came.")
 
 
 SweepValue = int | float | str | bool | list[int]  # a list sweeps model.layers
