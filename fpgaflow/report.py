@@ -1,14 +1,23 @@
-"""Reports: a trial folder read into a summary, summaries into markdown and terminal tables."""
+"""Reports: a trial folder read into a summary; an experiment's summaries into one document (a list of
+blocks) rendered to markdown (report.md), to a self-contained HTML page (report.html) and to terminal
+tables; write_report writes both files and the plots (each with its CSV) from the trial folders alone."""
 
 from __future__ import annotations
 
+import html
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
+from fpgaflow.errors import FpgaflowError
+from fpgaflow.plots import run_variant, samples_per_second
 from fpgaflow.trial import STAGES, TrialDir, read_json
 
-TARGET_NOTES = {"cpu": "TensorFlow, CPU", "gpu": "TensorFlow, GPU", "fpga": "hls4ml C sim *"}
-FOOTNOTE = ("* fpga: hls4ml's bit-exact C simulation of the firmware on one CPU core; its times are the "
-            "emulation's wall time, not the device's latency.")
+TARGET_NOTES = {"cpu": "TensorFlow, CPU", "gpu": "TensorFlow, GPU", "fpga": "bit-exact emulator †"}
+FALLBACK_NOTE = "hls4ml C sim (fallback) †"  # the fpga server fell back to hls4ml's own C simulation
+FOOTNOTE = ("† fpga: served by fpgaflow's vectorized bit-exact emulator of the firmware (the same bits as hls4ml's "
+            "C simulation); its times are emulation wall time on CPU cores, not the device's latency, which the note "
+            "gives as the converter models it.")
 
 
 def trial_summary(trial: TrialDir) -> dict:
@@ -40,6 +49,9 @@ def trial_summary(trial: TrialDir) -> dict:
     summary["argmax_agreement"] = fidelity.get("argmax_agreement")
     summary["fidelity"] = fidelity or None
     summary["dataset"] = train.get("dataset")
+    results_path = trial.stage_dir("bench") / "results.json"
+    if bench is not None and results_path.exists():  # the full record: the benchmark's spec, the targets, every run
+        bench = {**bench, **read_json(results_path)}
     summary["benchmark"] = bench
     summary["timing"] = (convert or {}).get("timing")  # the converter's modelled device latency
     summary["estimate"] = (convert or {}).get("estimate")  # FPGA resources and latency, estimated without vendor tools
@@ -73,7 +85,8 @@ def accuracy_rows(summaries: list[dict]) -> list[list[str]]:
 
 
 ACCURACY_HEADER = ["trial", "parameters", "phase", "float", "fixed (QAT)", "emulated", "argmax agreement", "served (via gRPC)"]
-LATENCY_HEADER = ["trial", "target", "note", "clients", "p50 [ms]", "p99 [ms]", "mean [ms]", "throughput [req/s]", "errors"]
+LATENCY_HEADER = ["trial", "target", "note", "batch", "clients", "p50 [ms]", "p99 [ms]", "mean [ms]", "throughput [req/s]",
+                  "throughput [samples/s]", "errors"]
 
 
 ESTIMATE_HEADER = ["trial", "parameters", "DSP", "LUT", "FF", "BRAM18", "latency [cycles]", "latency [ns]", "II [ns]"]
@@ -120,82 +133,455 @@ def pareto_rows(points: list[dict]) -> list[list[str]]:
             for p in sorted(points, key=lambda p: -p["accuracy"])]
 
 
+def target_note(target: str, info: dict, timing: dict | None) -> str:
+    """What a target's times measure: its back end, and for fpga the converter's modelled device latency."""
+    note = TARGET_NOTES.get(target, "")
+    if target == "fpga" and str(info.get("backend", "")).startswith("hls4ml C simulation"):
+        note = FALLBACK_NOTE
+    if target == "fpga" and timing:
+        note += f" (device, modelled: {timing['latency_ns']:g} ns, II {timing['ii_ns']:g} ns)"
+    return note
+
+
+def _target_runs(bench: dict, target: str) -> list[tuple[str, list[dict]]]:
+    """A target's runs, split by protocol and mode where its runs differ in them: [(label, runs)]."""
+    runs = [r for r in bench.get("runs", []) if r["target"] == target]
+    variants = sorted({run_variant(r) for r in runs})
+    if len(variants) <= 1:
+        return [(target, runs)]
+    return [(f"{target} ({v or 'default'})", [r for r in runs if run_variant(r) == v]) for v in variants]
+
+
 def latency_rows(summaries: list[dict]) -> list[list[str]]:
+    """Every benchmark run: one row per trial, target, batch size and number of clients."""
     rows = []
     for s in summaries:
         bench = s.get("benchmark") or {}
         for target, info in (bench.get("targets") or {}).items():
             if info["status"] != "ready":
-                rows.append([s["name"], target, f"{info['status']}: {info.get('reason', '')}", *["—"] * 6])
+                rows.append([s["name"], target, f"{info['status']}: {info.get('reason', '')}", *["—"] * 8])
                 continue
-            note = TARGET_NOTES.get(target, "")
-            if target == "fpga" and s.get("timing"):
-                note += f" (device, modelled: {s['timing']['latency_ns']:g} ns, II {s['timing']['ii_ns']:g} ns)"
-            for run in (r for r in bench.get("runs", []) if r["target"] == target):
-                errors = sum(run["errors"].values())
+            note = target_note(target, info, s.get("timing"))
+            for label, runs in _target_runs(bench, target):
+                for run in sorted(runs, key=lambda r: (r.get("batch_size", 1), r["concurrency"])):
+                    rows.append([
+                        s["name"], label, note, str(run.get("batch_size", 1)), str(run["concurrency"]), _fmt(run.get("p50_ms"), 3),
+                        _fmt(run.get("p99_ms"), 3), _fmt(run.get("mean_ms"), 3), _fmt(float(run["throughput_rps"]), 1),
+                        _fmt(float(samples_per_second(run)), 1), str(sum(run["errors"].values())),
+                    ])
+    return rows
+
+
+# ------------------------------------------------------------------ the service table (SONIC's question)
+
+SERVICE_HEADER = ["trial", "target", "note", "p50 [ms], batch 1, 1 client", "best [req/s], batch 1", "clients",
+                  "best batch", "p50 [ms], best batch, 1 client", "best [samples/s], best batch", "clients", "errors"]
+SERVICE_TEXT = ("What each target gives as a service (the question SONIC answered for CMS): at batch 1, the median "
+                "latency of one client alone and the best throughput over the numbers of clients run; then at the "
+                "best batch size (the one whose best throughput in samples/s is highest), its median latency of one "
+                "client and its best throughput. Where one client was not run, the latency is at the fewest clients run.")
+
+
+def service_point(runs: list[dict]) -> dict:
+    """One target's service numbers from its runs: at batch 1 (p50 at the fewest clients, best requests/s
+    and at how many clients), and at the best batch size (highest best samples/s; the smaller batch on a
+    tie) the same in samples/s. Runs without a successful request count for nothing; None where none."""
+    measured = [r for r in runs if r.get("ok", 0) > 0]
+
+    def at_batch(batch: int) -> dict:
+        mine = [r for r in measured if r.get("batch_size", 1) == batch]
+        fewest = min((r for r in mine if r.get("p50_ms") is not None), key=lambda r: r["concurrency"], default=None)
+        best = max(mine, key=lambda r: (samples_per_second(r), -r["concurrency"]))
+        return {"batch_size": batch, "p50_ms": fewest and fewest["p50_ms"], "p50_clients": fewest and fewest["concurrency"],
+                "best_rps": best["throughput_rps"], "best_samples_per_s": samples_per_second(best),
+                "best_clients": best["concurrency"]}
+
+    batches = sorted({r.get("batch_size", 1) for r in measured})
+    per_batch = [at_batch(b) for b in batches]
+    best = max(per_batch, key=lambda p: (p["best_samples_per_s"], -p["batch_size"]), default=None)
+    return {"batch_1": next((p for p in per_batch if p["batch_size"] == 1), None), "best_batch": best,
+            "errors": sum(sum(r.get("errors", {}).values()) for r in runs)}
+
+
+def _p50_cell(point: dict) -> str:
+    if point["p50_ms"] is None:
+        return "—"
+    clients = point["p50_clients"]
+    return _fmt(float(point["p50_ms"]), 3) + ("" if clients == 1 else f" ({clients} clients)")
+
+
+def service_rows(summaries: list[dict]) -> list[list[str]]:
+    """The service table: one row per trial and target (and protocol and mode where runs differ in them);
+    a target that was not ready shows its status and reason."""
+    rows = []
+    for s in summaries:
+        bench = s.get("benchmark") or {}
+        for target, info in (bench.get("targets") or {}).items():
+            if info["status"] != "ready":
+                rows.append([s["name"], target, f"{info['status']}: {info.get('reason', '')}", *["—"] * 8])
+                continue
+            note = target_note(target, info, s.get("timing"))
+            for label, runs in _target_runs(bench, target):
+                point = service_point(runs)
+                one, best = point["batch_1"], point["best_batch"]
                 rows.append([
-                    s["name"], target, note, str(run["concurrency"]), _fmt(run.get("p50_ms"), 3),
-                    _fmt(run.get("p99_ms"), 3), _fmt(run.get("mean_ms"), 3), _fmt(run["throughput_rps"], 1), str(errors),
+                    s["name"], label, note,
+                    *((_p50_cell(one), _fmt(float(one["best_rps"]), 1), str(one["best_clients"])) if one else ["—"] * 3),
+                    *((str(best["batch_size"]), _p50_cell(best), _fmt(float(best["best_samples_per_s"]), 1),
+                       str(best["best_clients"])) if best else ["—"] * 4),
+                    str(point["errors"]),
                 ])
     return rows
 
 
-def _md_table(header: list[str], rows: list[list[str]]) -> str:
+# ------------------------------------------------------------------ the document: blocks and inline text
+
+
+@dataclass(frozen=True)
+class Code:
+    text: str
+
+
+@dataclass(frozen=True)
+class Strong:
+    text: str
+
+
+# Inline text: a plain string, or a tuple of plain strings, Code and Strong spans.
+Inline = str | tuple
+
+
+@dataclass(frozen=True)
+class Heading:
+    text: Inline
+    level: int = 2
+
+
+@dataclass(frozen=True)
+class Paragraph:
+    text: Inline
+
+
+@dataclass(frozen=True)
+class Bullets:
+    items: tuple
+
+
+@dataclass(frozen=True)
+class Table:
+    header: tuple
+    rows: tuple
+
+
+@dataclass(frozen=True)
+class Image:
+    """A plot, its path relative to the report; data: the CSV of its numbers, where it has one."""
+    alt: str
+    src: str
+    data: str | None = None
+
+
+Block = Heading | Paragraph | Bullets | Table | Image
+
+
+def _spans(text: Inline) -> tuple:
+    return (text,) if isinstance(text, str) else text
+
+
+def _table(header: list[str], rows: list[list[str]]) -> Table:
+    return Table(tuple(header), tuple(tuple(row) for row in rows))
+
+
+BENCH_PLOTS = (("latency", "latency"), ("throughput", "throughput"), ("latency_hist", "latency histogram"))
+
+
+def _plots(s: dict) -> list[Image]:
+    """A trial's plots: training and profiling where its stages ran, the benchmark's where it has runs."""
+    stages = s.get("stages", STAGES)
+    images = [Image(f"{s['name']} {plot}", f"{s['name']}/{stage}/{plot}.png")
+              for stage, plot in (("train", "training"), ("convert", "profiling")) if stage in stages]
+    if "bench" in stages and (s.get("benchmark") or {}).get("runs"):
+        images += [Image(f"{s['name']} {alt}", f"{s['name']}/bench/{plot}.png", f"{s['name']}/bench/{plot}.csv")
+                   for plot, alt in BENCH_PLOTS]
+    return images
+
+
+def document(name: str, summaries: list[dict], facts: dict) -> list[Block]:
+    """The experiment's report, built once: the accuracy, the FPGA estimate, the sweep's front, the service
+    table and every benchmark run, notes on failed trials, and the plots."""
+    blocks: list[Block] = [Heading(("Experiment ", Code(name)), 1)]
+    about: list[Inline] = [f"{k}: {v}" for k, v in facts.items()]
+    if any((s.get("dataset") or {}).get("synthetic") for s in summaries):
+        about.append(("data: ", Strong("synthetic jets"), " (fpgaflow's generator with the hls4ml LHC jet features), "
+                      "not the real data set"))
+    if about:
+        blocks.append(Bullets(tuple(about)))
+    blocks += [Heading("Accuracy"), _table(ACCURACY_HEADER, accuracy_rows(summaries))]
+    blocks += [Heading("FPGA resources and latency (estimated without vendor tools; docs/estimates.md says how)"),
+               _table(ESTIMATE_HEADER, estimate_rows(summaries))]
+    corrections = [(f"{s['name']}: reuse factor {c['asked']} of ", Code(c["layer"]), f" ({c['shape'][0]}x{c['shape'][1]}) is "
+                    f"not valid by hls4ml's rule; {c['used']} was used")
+                   for s in summaries for c in s.get("reuse_factor_corrections", [])]
+    if corrections:
+        blocks.append(Bullets(tuple(corrections)))
+    points = sweep_points(summaries)
+    if len(points) > 1:
+        blocks += [Heading("Sweep: accuracy against DSPs and latency (Pareto front: no trial is cheaper and as accurate)"),
+                   _table(PARETO_HEADER, pareto_rows(points)), Image("Pareto front", "pareto.png", "pareto.csv")]
+    blocks += [Heading("Latency and throughput (SONIC-style: N clients, each sending requests one after another)"),
+               Paragraph(SERVICE_TEXT), _table(SERVICE_HEADER, service_rows(summaries)),
+               Paragraph("Every run:"), _table(LATENCY_HEADER, latency_rows(summaries)), Paragraph(FOOTNOTE)]
+    notes: list[Inline] = []
+    for s in summaries:
+        if s["phase"] == "Failed":
+            notes.append((Strong(f"{s['name']} failed"), " in ", Code(str(s["stage"])), f" ({s['reason']}): {s['message']}"))
+        elif s.get("note"):
+            notes.append(f"{s['name']}: {s['note']}")
+    if notes:
+        blocks.append(Bullets(tuple(notes)))
+    blocks += [Heading("Plots"), *(image for s in summaries for image in _plots(s))]
+    return blocks
+
+
+# ------------------------------------------------------------------ renderers
+
+
+def _md_text(text: str) -> str:
+    """Plain text in markdown: a "<" escaped, lest a renderer take "<none>" for an HTML tag and drop it."""
+    return text.replace("<", "\\<")
+
+
+def _md_inline(text: Inline) -> str:
+    return "".join(f"`{span.text}`" if isinstance(span, Code) else f"**{_md_text(span.text)}**" if isinstance(span, Strong)
+                   else _md_text(span) for span in _spans(text))
+
+
+def _md_cell(cell: str) -> str:
+    return _md_text(cell).replace("|", "\\|").replace("\n", " ")
+
+
+def _md_table(header, rows) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
+    lines += ["| " + " | ".join(_md_cell(cell) for cell in row) + " |" for row in rows]
     return "\n".join(lines)
 
 
+def render_markdown(blocks: list[Block]) -> str:
+    """report.md: GitHub-flavoured markdown, the tables as pipe tables, the plots as relative image links."""
+    out = []
+    for block in blocks:
+        if isinstance(block, Heading):
+            out.append("#" * block.level + " " + _md_inline(block.text))
+        elif isinstance(block, Paragraph):
+            out.append(_md_inline(block.text))
+        elif isinstance(block, Bullets):
+            out.append("\n".join("- " + _md_inline(item) for item in block.items))
+        elif isinstance(block, Table):
+            out.append(_md_table(block.header, block.rows))
+        elif isinstance(block, Image):
+            out.append(f"![{block.alt}]({block.src})" + (f" ([data]({block.data}))" if block.data else ""))
+    return "\n\n".join(out) + "\n"
+
+
+HTML_STYLE = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1200px;
+       padding: 0 1em; color: #1b1f23; line-height: 1.45; }
+h1, h2 { border-bottom: 1px solid #d0d7de; padding-bottom: .2em; }
+code { background: #f3f4f6; padding: 0 .25em; border-radius: 3px; }
+.table { overflow-x: auto; margin: 1em 0; }
+table { border-collapse: collapse; font-size: 90%; }
+th, td { border: 1px solid #d0d7de; padding: .3em .6em; text-align: left; vertical-align: top; }
+th { background: #f6f8fa; }
+tr:nth-child(even) td { background: #fafbfc; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+figure { display: inline-block; margin: .5em 1em .5em 0; vertical-align: top; }
+figure img { max-width: 560px; border: 1px solid #d0d7de; }
+figcaption { font-size: 85%; color: #57606a; }
+"""
+_NUMBER = re.compile(r"^[-+]?\d[\d,.]*(e[-+]?\d+)?( \(\d+ clients\))?$|^—$")
+
+
+def _html_inline(text: Inline) -> str:
+    out = []
+    for span in _spans(text):
+        if isinstance(span, Code):
+            out.append(f"<code>{html.escape(span.text)}</code>")
+        elif isinstance(span, Strong):
+            out.append(f"<strong>{html.escape(span.text)}</strong>")
+        else:
+            out.append(html.escape(span))
+    return "".join(out)
+
+
+def _html_table(block: Table) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in block.header)
+    body = "\n".join("<tr>" + "".join(f'<td class="num">{html.escape(c)}</td>' if _NUMBER.match(c) else f"<td>{html.escape(c)}</td>"
+                                      for c in row) + "</tr>" for row in block.rows)
+    return f'<div class="table"><table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody></table></div>'
+
+
+def render_html(blocks: list[Block], title: str) -> str:
+    """report.html: one self-contained page (inline CSS, no scripts, every text escaped), the tables as
+    <table>, the plots as <img> with paths relative to the experiment's folder."""
+    out = []
+    for block in blocks:
+        if isinstance(block, Heading):
+            out.append(f"<h{block.level}>{_html_inline(block.text)}</h{block.level}>")
+        elif isinstance(block, Paragraph):
+            out.append(f"<p>{_html_inline(block.text)}</p>")
+        elif isinstance(block, Bullets):
+            out.append("<ul>\n" + "\n".join(f"<li>{_html_inline(item)}</li>" for item in block.items) + "\n</ul>")
+        elif isinstance(block, Table):
+            out.append(_html_table(block))
+        elif isinstance(block, Image):
+            src, alt = html.escape(block.src), html.escape(block.alt)
+            data = f' · <a href="{html.escape(block.data)}">data (CSV)</a>' if block.data else ""
+            out.append(f'<figure><a href="{src}"><img src="{src}" alt="{alt}"></a><figcaption>{alt}{data}</figcaption></figure>')
+    body = "\n".join(out)
+    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{html.escape(title)}</title>\n'
+            f"<style>{HTML_STYLE}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n")
+
+
 def markdown(name: str, summaries: list[dict], facts: dict) -> str:
-    synthetic = any((s.get("dataset") or {}).get("synthetic") for s in summaries)
-    parts = [f"# Experiment `{name}`", ""]
-    parts += [f"- {k}: {v}" for k, v in facts.items()]
-    if synthetic:
-        parts.append("- data: **synthetic jets** (fpgaflow's generator with the hls4ml LHC jet features), not the real data set")
-    parts += ["", "## Accuracy", "", _md_table(ACCURACY_HEADER, accuracy_rows(summaries)), ""]
-    parts += ["## FPGA resources and latency (estimated without vendor tools; docs/estimates.md says how)", "",
-              _md_table(ESTIMATE_HEADER, estimate_rows(summaries)), ""]
-    parts += [f"- {s['name']}: reuse factor {c['asked']} of `{c['layer']}` ({c['shape'][0]}x{c['shape'][1]}) is not valid by "
-              f"hls4ml's rule; {c['used']} was used" for s in summaries for c in s.get("reuse_factor_corrections", [])]
+    return render_markdown(document(name, summaries, facts))
+
+
+def html_report(name: str, summaries: list[dict], facts: dict) -> str:
+    return render_html(document(name, summaries, facts), title=f"fpgaflow experiment {name}")
+
+
+# ------------------------------------------------------------------ files: the report and its plots
+
+
+class ExperimentNotFound(FpgaflowError):
+    """No experiment of that name in the run store."""
+    reason = "NotFound"
+    exit_code = 2
+
+
+def experiment_facts(folder: Path) -> dict:
+    """The report's header lines, from experiment.json: the manifest, the folder, the git commit."""
+    meta = read_json(folder / "experiment.json")
+    return {"manifest": meta.get("manifest_path", "—"), "folder": str(folder),
+            "git commit": (meta.get("git") or {}).get("commit") or "not in git"}
+
+
+def stored_summaries(folder: Path, records: list[dict] | None = None) -> list[dict]:
+    """The summaries of an experiment's trials, read from their folders: the trials the index lists
+    (``records``, rows of RunStore.experiment's "trials"), else every trial folder. A trial the runner
+    failed from outside its folder (no server came up, say) is Failed with the index's reason, as the
+    runner reported it."""
+    if records is None:
+        records = [{"name": d.name} for d in sorted(folder.iterdir()) if (d / "spec.json").exists()]
+    summaries = []
+    for record in records:
+        summary = trial_summary(TrialDir(folder / record["name"]))
+        if record.get("phase") == "Failed" and summary["phase"] != "Failed":
+            summary |= {"phase": "Failed", "reason": record.get("reason"), "message": record.get("message")}
+        summaries.append(summary)
+    return summaries
+
+
+def histogram_selection(runs: list[dict], keys: set[str]) -> dict[str, str]:
+    """Which latencies the histogram shows: per target, batch 1 (else its smallest batch) at the most
+    clients run there; {label: latencies.npz key}. Keys are f"{target}_b{batch}_c{clients}", or
+    f"{target}_c{clients}" in runs from before batch scans."""
+    chosen = {}
+    for target in dict.fromkeys(r["target"] for r in runs):
+        mine = [r for r in runs if r["target"] == target and r.get("ok", 0) > 0]
+        if not mine:
+            continue
+        batches = {r.get("batch_size", 1) for r in mine}
+        batch = 1 if 1 in batches else min(batches)
+        clients = max(r["concurrency"] for r in mine if r.get("batch_size", 1) == batch)
+        key = next((k for k in (f"{target}_b{batch}_c{clients}", f"{target}_c{clients}") if k in keys), None)
+        if key is not None:
+            chosen[f"{target}, batch {batch}, {clients} client{'s' * (clients != 1)}"] = key
+    return chosen
+
+
+def write_bench_plots(bench_dir: Path, runs: list[dict], title: str) -> list[Path]:
+    """latency.png, throughput.png and latency_hist.png (each with its .csv) of one trial's benchmark."""
+    import numpy as np
+
+    from fpgaflow.plots import plot_benchmark, plot_latency_hist
+
+    if not runs:
+        return []
+    plot_benchmark(runs, bench_dir, title)
+    written = [bench_dir / "latency.png", bench_dir / "throughput.png"]
+    npz = bench_dir / "latencies.npz"
+    if npz.exists():
+        with np.load(npz) as latencies:
+            chosen = histogram_selection(runs, set(latencies.files))
+            samples = {label: latencies[key] for label, key in chosen.items()}
+        plot_latency_hist(samples, bench_dir / "latency_hist.png", title)
+        written.append(bench_dir / "latency_hist.png")
+    return written
+
+
+def write_report(folder: Path, name: str, summaries: list[dict], facts: dict) -> Path:
+    """Write an experiment's report.md and report.html and (re)draw its plots, each with its CSV: every
+    benchmarked trial's latency, throughput and latency histogram, and a sweep's Pareto front. Reads
+    only the trial folders. Returns report.md's path."""
+    from fpgaflow.plots import plot_pareto
+
+    for s in summaries:
+        runs = (s.get("benchmark") or {}).get("runs") or []
+        batches = sorted({r.get("batch_size", 1) for r in runs})
+        title = f"{name} / {s['name']}" + (f", batch {batches[0]}" if len(batches) == 1 else "")
+        write_bench_plots(folder / s["name"] / "bench", runs, title)
     points = sweep_points(summaries)
     if len(points) > 1:
-        parts += ["## Sweep: accuracy against DSPs and latency (Pareto front: no trial is cheaper and as accurate)", "",
-                  _md_table(PARETO_HEADER, pareto_rows(points)), "", "![Pareto front](pareto.png)", ""]
-    parts += ["## Latency and throughput (SONIC-style: N clients, each sending requests one after another)", ""]
-    parts += [_md_table(LATENCY_HEADER, latency_rows(summaries)), "", FOOTNOTE, ""]
-    for s in summaries:
-        if s["phase"] == "Failed":
-            parts.append(f"- **{s['name']} failed** in `{s['stage']}` ({s['reason']}): {s['message']}")
-        elif s.get("note"):
-            parts.append(f"- {s['name']}: {s['note']}")
-    plots = [f"![{s['name']} {p}]({s['name']}/{d}/{p}.png)" for s in summaries
-             for d, p in (("train", "training"), ("convert", "profiling"), ("bench", "latency"), ("bench", "throughput"))
-             if d in s.get("stages", STAGES)]
-    parts += ["", "## Plots", "", *plots, ""]
-    return "\n".join(parts)
+        plot_pareto(points, folder / "pareto.png", f"{name}: accuracy against cost")
+    blocks = document(name, summaries, facts)
+    (folder / "report.html").write_text(render_html(blocks, title=f"fpgaflow experiment {name}"))
+    path = folder / "report.md"
+    path.write_text(render_markdown(blocks))
+    return path
+
+
+def regenerate(store, name: str) -> tuple[Path, list[dict]]:
+    """`fpgaflow report NAME`: rewrite an experiment's report and plots from its folder in the run store
+    (``store``: a RunStore); no server is started and no model loaded. Returns report.md's path and the
+    summaries."""
+    folder = store.experiment_dir(name)
+    record = store.experiment(name)
+    if not (folder / "experiment.json").exists():
+        where = f"{store.home}" if record is None else f"{folder} (the index lists it, but its folder is gone)"
+        raise ExperimentNotFound(f"no experiment named {name!r} in {where}")
+    summaries = stored_summaries(folder, record["trials"] if record else None)
+    return write_report(folder, name, summaries, experiment_facts(folder)), summaries
+
+
+# ------------------------------------------------------------------ the terminal
 
 
 def print_report(console, name: str, summaries: list[dict], report_path: Path | None = None) -> None:
-    from rich.table import Table
+    from rich.markup import escape
+    from rich.table import Table as RichTable
 
     for title, header, rows in (
         (f"{name}: accuracy on the test set", ACCURACY_HEADER, accuracy_rows(summaries)),
         (f"{name}: FPGA resources and latency, estimated", ESTIMATE_HEADER, estimate_rows(summaries)),
-        (f"{name}: latency and throughput per target", LATENCY_HEADER, latency_rows(summaries)),
+        (f"{name}: each target as a service (batch 1, and the best batch size)", SERVICE_HEADER, service_rows(summaries)),
+        (f"{name}: latency and throughput per target, every run", LATENCY_HEADER, latency_rows(summaries)),
     ):
-        table = Table(title=title, title_justify="left")
+        table = RichTable(title=escape(title), title_justify="left")
         for column in header:
-            table.add_column(column, overflow="fold")
+            table.add_column(escape(column), overflow="fold")
         for row in rows:
-            table.add_row(*row)
+            table.add_row(*(escape(cell) for cell in row))
         console.print(table)
-    console.print(FOOTNOTE)
+    console.print(escape(FOOTNOTE))
     if any((s.get("dataset") or {}).get("synthetic") for s in summaries):
         console.print("[yellow]data: synthetic jets (not the real hls4ml LHC jet data set)[/yellow]")
     for s in summaries:
         if s["phase"] == "Failed":
-            console.print(f"[red]{s['name']} failed in {s['stage']} ({s['reason']}): {s['message']}[/red]")
+            line = f"{s['name']} failed in {s['stage']} ({s['reason']}): {s['message']}"
+            console.print(f"[red]{escape(line)}[/red]")
         elif s.get("note"):
-            console.print(f"{s['name']}: {s['note']}")
+            console.print(escape(f"{s['name']}: {s['note']}"))
     if report_path:
-        console.print(f"report: {report_path}")
+        html_path = report_path.with_suffix(".html")
+        console.print(escape(f"report: {report_path}" + (f" and {html_path.name}" if html_path.exists() else "")))
