@@ -54,7 +54,7 @@ def cmd_run(args) -> int:
     path = Path(args.manifest)
     experiment = load_experiment(path)
     console = _console()
-    settings = RunSettings(home=_home(args), replace=args.replace)
+    settings = RunSettings(home=_home(args), replace=args.replace, prometheus=not args.no_prometheus)
     with Progress(SpinnerColumn(), TextColumn("{task.fields[trial]}"), TextColumn("{task.description}"),
                   TimeElapsedColumn(), console=console, transient=False) as progress:
         tasks: dict[str, int] = {}
@@ -62,6 +62,8 @@ def cmd_run(args) -> int:
         def update(trial: str, what: str) -> None:
             if trial in tasks:
                 progress.update(tasks[trial], description=what)
+            elif not trial:  # a note about the whole run (live metrics), printed above the progress lines
+                progress.console.print(what)
 
         runner = LocalRunner(experiment, path, settings, progress=update)
         console.print(f"experiment [bold]{experiment.name}[/bold]: {len(runner.trials)} trial(s), results in {runner.folder}")
@@ -186,6 +188,15 @@ def cmd_show(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from fpgaflow.report import print_report, regenerate
+    from fpgaflow.store import RunStore
+
+    path, summaries = regenerate(RunStore(_home(args)), args.name)
+    print_report(_console(), args.name, summaries, path)
+    return 0
+
+
 def cmd_export(args) -> int:
     from fpgaflow.store import RunStore
 
@@ -224,6 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run an Experiment manifest on this machine, end to end")
     p.add_argument("manifest")
     p.add_argument("--replace", action="store_true", help="discard earlier results of this experiment when its spec changed")
+    p.add_argument("--no-prometheus", action="store_true",
+                   help="do not start a local Prometheus scraping the run (it starts when `prometheus` is installed)")
     home(p)
     p.set_defaults(fn=cmd_run)
 
@@ -270,6 +283,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     home(p)
     p.set_defaults(fn=cmd_show)
+
+    p = sub.add_parser("report", help="rewrite one experiment's report.md, report.html and plots from its run store folder")
+    p.add_argument("name")
+    home(p)
+    p.set_defaults(fn=cmd_report)
 
     p = sub.add_parser("export", help="every trial of every experiment as CSV")
     p.add_argument("--csv", action="store_true", help="CSV format (the only one for now)")

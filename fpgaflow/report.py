@@ -306,9 +306,13 @@ def _plots(s: dict) -> list[Image]:
     return images
 
 
-def document(name: str, summaries: list[dict], facts: dict) -> list[Block]:
+LIVE_METRICS = Path("prometheus") / "prometheus.png"  # the run's Prometheus view (fpgaflow.prometheus), when it ran
+
+
+def document(name: str, summaries: list[dict], facts: dict, live_metrics: bool = False) -> list[Block]:
     """The experiment's report, built once: the accuracy, the FPGA estimate, the sweep's front, the service
-    table and every benchmark run, notes on failed trials, and the plots."""
+    table and every benchmark run, notes on failed trials, the plots, and the Prometheus view of the run
+    when a local Prometheus scraped it (``live_metrics``)."""
     blocks: list[Block] = [Heading(("Experiment ", Code(name)), 1)]
     about: list[Inline] = [f"{k}: {v}" for k, v in facts.items()]
     if any((s.get("dataset") or {}).get("synthetic") for s in summaries):
@@ -340,6 +344,11 @@ def document(name: str, summaries: list[dict], facts: dict) -> list[Block]:
     if notes:
         blocks.append(Bullets(tuple(notes)))
     blocks += [Heading("Plots"), *(image for s in summaries for image in _plots(s))]
+    if live_metrics:
+        blocks += [Heading("The run as Prometheus saw it"),
+                   Paragraph("The dashboard's panels over the whole run, queried from the local Prometheus that scraped "
+                             "the trainer and the servers (every panel's series: prometheus/panels.json)."),
+                   Image("Prometheus view of the run", str(LIVE_METRICS), str(LIVE_METRICS.with_suffix(".csv")))]
     return blocks
 
 
@@ -534,7 +543,7 @@ def write_report(folder: Path, name: str, summaries: list[dict], facts: dict) ->
     points = sweep_points(summaries)
     if len(points) > 1:
         plot_pareto(points, folder / "pareto.png", f"{name}: accuracy against cost")
-    blocks = document(name, summaries, facts)
+    blocks = document(name, summaries, facts, live_metrics=(folder / LIVE_METRICS).is_file())
     (folder / "report.html").write_text(render_html(blocks, title=f"fpgaflow experiment {name}"))
     path = folder / "report.md"
     path.write_text(render_markdown(blocks))

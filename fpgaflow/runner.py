@@ -22,9 +22,8 @@ from pathlib import Path
 
 from fpgaflow.errors import StageError, StaleResult
 from fpgaflow.plan import Trial, plan_trials
-from fpgaflow.plots import plot_pareto
 from fpgaflow.provenance import git_info
-from fpgaflow.report import markdown, sweep_points, trial_summary
+from fpgaflow.report import experiment_facts, trial_summary, write_report
 from fpgaflow.spec import Experiment, spec_hash
 from fpgaflow.store import RunStore
 from fpgaflow.trial import TrialDir, read_json, write_json
@@ -37,6 +36,7 @@ class RunSettings:
     server_start_timeout: float = 300.0
     python: str = sys.executable
     replace: bool = False
+    prometheus: bool = True  # a local Prometheus scrapes the run's trainers and servers (`fpgaflow run --no-prometheus`: off)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -85,7 +85,7 @@ class Processes:
             self.stop(proc, grace=10.0)
 
 
-ProgressFn = Callable[[str, str], None]  # (trial name, what it is doing now)
+ProgressFn = Callable[[str, str], None]  # (trial name, what it is doing now); trial "": a note about the whole run
 
 
 class LocalRunner:
@@ -100,6 +100,8 @@ class LocalRunner:
         self.progress = progress or (lambda trial, what: None)
         self._bench_lock = threading.Lock()  # one benchmark at a time: they must not share the cores
         self.timeline: list[dict] = []  # what ran when, written beside the report
+        self.prometheus = None  # the run's LocalPrometheus while it runs (fpgaflow.prometheus)
+        self.live_metrics: dict[str, Path] = {}  # what it left: panels.json, prometheus.csv, prometheus.png
 
     # ---------------------------------------------------------------- preparation
     def prepare(self) -> None:
@@ -129,11 +131,15 @@ class LocalRunner:
         if td.done(stage):
             return
         log = td.stage_dir(stage) / "log.txt"
+        cmd = [self.settings.python, "-m", "fpgaflow", stage, "--trial-dir", str(td.root)]
+        scraped = self._scrape_training(td, cmd) if stage == "train" and self.prometheus else None
         started = time.time()
-        proc = self.procs.start([self.settings.python, "-m", "fpgaflow", stage, "--trial-dir", str(td.root)], log)
+        proc = self.procs.start(cmd, log)
         while proc.poll() is None:
             self.progress(td.root.name, _describe(td, stage))
             time.sleep(0.5)
+        if scraped:
+            self.prometheus.remove_target(scraped[0], scraped[1])
         self.timeline.append({"trial": td.root.name, "stage": stage, "start": started, "end": time.time(),
                               "exit_code": proc.returncode})
         if proc.returncode != 0:
@@ -147,6 +153,11 @@ class LocalRunner:
         (out / "server.json").unlink(missing_ok=True)
         cmd = [self.settings.python, "-m", "fpgaflow", "serve", "--trial-dir", str(td.root), "--target", target,
                "--host", self.settings.host, "--port", str(port), "--metrics-port", str(metrics_port)]
+        if self.prometheus:
+            from fpgaflow.prometheus import SERVERS_JOB
+
+            self.prometheus.add_target(SERVERS_JOB, f"{self.settings.host}:{metrics_port}",
+                                       {"experiment": self.experiment.name, "trial": td.root.name})
         return self.procs.start(cmd, out / "log.txt"), {"address": f"{self.settings.host}:{port}",
                                                          "metrics": f"http://{self.settings.host}:{metrics_port}/metrics"}
 
@@ -177,10 +188,17 @@ class LocalRunner:
                 if not any(e["status"] == "ready" for e in endpoints.values()):
                     reasons = "; ".join(f"{t}: {e['reason']}" for t, e in endpoints.items())
                     raise StageError(f"no serving target came up ({reasons})", reason="ServeFailed")
+                self._await_scrapes(td, endpoints, after=0)  # the load shows from its start
                 self._stage(td, "bench")
+                self._await_scrapes(td, endpoints, after=time.time())  # and its last requests too
             finally:
                 for _, proc, _ in started:
                     Processes.stop(proc)
+                if self.prometheus:
+                    from fpgaflow.prometheus import SERVERS_JOB, address_of
+
+                    for _, _, endpoint in started:
+                        self.prometheus.remove_target(SERVERS_JOB, address_of(endpoint["metrics"]))
 
     def run_trial(self, trial: Trial) -> dict:
         td = TrialDir(self.folder / trial.name)
@@ -215,6 +233,21 @@ class LocalRunner:
     # ---------------------------------------------------------------- the whole experiment
     def run(self) -> list[dict]:
         self.prepare()
+        self._start_live_metrics()
+        try:
+            summaries = self._run_trials()
+            self._finish_live_metrics()
+        finally:
+            if self.prometheus:
+                self.prometheus.stop()
+                self.prometheus = None
+        phase = "Succeeded" if all(s["phase"] == "Succeeded" for s in summaries) else "Failed"
+        self.store.set_experiment_phase(self.experiment.name, phase, None if phase == "Succeeded" else "TrialFailed")
+        self.write_report(summaries)
+        return summaries
+
+    def _run_trials(self) -> list[dict]:
+        """Every trial, parallel_trials at a time; on Ctrl-C every process is stopped and the experiment marked interrupted."""
         parallel = self.experiment.spec.sweep.parallel_trials if self.experiment.spec.sweep else 1
         pool = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="trial")
         futures = [pool.submit(self.run_trial, t) for t in self.trials]
@@ -231,20 +264,69 @@ class LocalRunner:
         finally:
             self.procs.stop_all()
         pool.shutdown(wait=True)
-        summaries = [f.result() for f in futures]
-        phase = "Succeeded" if all(s["phase"] == "Succeeded" for s in summaries) else "Failed"
-        self.store.set_experiment_phase(self.experiment.name, phase, None if phase == "Succeeded" else "TrialFailed")
-        self.write_report(summaries)
-        return summaries
+        return [f.result() for f in futures]
+
+    # ---------------------------------------------------------------- live metrics (fpgaflow.prometheus)
+    def _start_live_metrics(self) -> None:
+        """The run's own Prometheus, data in <experiment>/prometheus/, when installed and not turned off;
+        without it the run goes on as before, and says so once."""
+        from fpgaflow.prometheus import LocalPrometheus, PrometheusError, prometheus_binary
+
+        binary, why_not = prometheus_binary(self.settings.prometheus)
+        if binary is None:
+            if why_not:
+                self.progress("", why_not)
+            return
+        try:
+            self.prometheus = LocalPrometheus(self.folder / "prometheus", binary=binary, host=self.settings.host)
+        except PrometheusError as exc:
+            self.progress("", f"live metrics are off: {exc}")
+            return
+        self.progress("", f"live metrics: Prometheus at {self.prometheus.url}; the dashboards' PromQL works there")
+
+    def _scrape_training(self, td: TrialDir, cmd: list[str]) -> tuple[str, str]:
+        """Give the trainer a metrics port (appended to ``cmd``) and register it with Prometheus, and wait
+        until Prometheus has taken it up (it applies new targets within 5-10 s; a short training would end unseen)."""
+        from fpgaflow.prometheus import TRAINING_JOB
+
+        port = free_port(self.settings.host)
+        address = f"{self.settings.host}:{port}"
+        cmd += ["--metrics-host", self.settings.host, "--metrics-port", str(port), "--metrics-linger", "3"]
+        self.prometheus.add_target(TRAINING_JOB, address, {"experiment": self.experiment.name, "trial": td.root.name})
+        self.progress(td.root.name, "train: waiting for Prometheus to take up the trainer's metrics port")
+        self.prometheus.await_target(address, timeout=15)
+        return TRAINING_JOB, address
+
+    def _await_scrapes(self, td: TrialDir, endpoints: dict, after: float) -> None:
+        """With Prometheus on: wait (15 s at most) until it has scraped every ready server at ``after`` or later."""
+        if not self.prometheus:
+            return
+        from fpgaflow.prometheus import address_of
+
+        self.progress(td.root.name, "serve: waiting for Prometheus to scrape the servers")
+        for endpoint in endpoints.values():
+            if endpoint["status"] == "ready":
+                self.prometheus.await_scrape(address_of(endpoint["metrics"]), after, timeout=15)
+
+    def _finish_live_metrics(self) -> None:
+        """Every dashboard panel over the run (prometheus/panels.json, .csv) and the Prometheus view of the run
+        (prometheus/prometheus.png), in self.live_metrics; a failure here costs the run nothing but them."""
+        if not self.prometheus:
+            return
+        from fpgaflow.prometheus import PrometheusError, summarize_run
+
+        try:
+            self.live_metrics = summarize_run(self.prometheus, self.experiment.name, self.prometheus.started, time.time())
+        except (PrometheusError, OSError, ValueError) as exc:
+            self.progress("", f"live metrics: the Prometheus view of the run failed: {exc}")
+            return
+        self.progress("", f"live metrics: every dashboard panel over the run in {self.live_metrics['panels']}, "
+                          f"plotted in {self.live_metrics['plot']}")
 
     def write_report(self, summaries: list[dict]) -> Path:
-        facts = {"manifest": str(self.manifest_path), "folder": str(self.folder),
-                 "git commit": (read_json(self.folder / "experiment.json")["git"].get("commit") or "not in git")}
-        path = self.folder / "report.md"
-        path.write_text(markdown(self.experiment.name, summaries, facts))
-        points = sweep_points(summaries)
-        if len(points) > 1:
-            plot_pareto(points, self.folder / "pareto.png", f"{self.experiment.name}: accuracy against cost")
+        """report.md, report.html and the plots (fpgaflow.report.write_report, as `fpgaflow report` does), and
+        timeline.json: what ran when, which only the runner knows."""
+        path = write_report(self.folder, self.experiment.name, summaries, experiment_facts(self.folder))
         write_json(self.folder / "timeline.json", sorted(self.timeline, key=lambda e: e["start"]))
         return path
 
@@ -258,7 +340,20 @@ def _describe(td: TrialDir, stage: str) -> str:
             return f"train: epoch {last['epoch']}/{history['total_epochs']}, val. accuracy {last.get('val_accuracy', 0):.3f}"
         except (OSError, ValueError, KeyError, IndexError):
             return "train: loading data and building the model"
-    return {"convert": "convert: hls4ml conversion, compile and fidelity check", "bench": "bench: load generator running"}.get(stage, stage)
+    if stage == "bench":
+        return f"bench: {_last_line(td.stage_dir('bench') / 'log.txt') or 'load generator starting'}"
+    return {"convert": "convert: hls4ml conversion, compile and fidelity check"}.get(stage, stage)
+
+
+def _last_line(path: Path, tail: int = 4096) -> str:
+    """The last complete line of a log (the bench stage prints a line a run and progress within one)."""
+    try:
+        with path.open("rb") as fh:
+            fh.seek(max(0, path.stat().st_size - tail))
+            lines = fh.read().decode(errors="replace").splitlines()
+    except OSError:
+        return ""
+    return lines[-1].strip() if lines else ""
 
 
 def health_ok(address: str, timeout: float = 1.0) -> bool:

@@ -4,77 +4,33 @@ servers (cpu and fpga) under load and a real training run, queried over a time r
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import threading
 import time
 import urllib.parse
 import urllib.request
-from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
-import yaml
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
+from fpgaflow import prometheus as prometheus_queries
 from fpgaflow.dashboards import ALL, DASHBOARD_PATH, panel_queries
 from fpgaflow.inference.tensors import from_array
+from fpgaflow.prometheus import SERVERS_JOB, TRAINING_JOB, LocalPrometheus
 from fpgaflow.runner import free_port
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
 
-SCRAPE = "1s"
 RATE_WINDOW = "10s"  # what Grafana's $__rate_interval gives at this scrape interval and step
 
 
 def substitute(expr: str) -> str:
     """The query as Grafana sends it with every variable at "All"."""
-    for name in ("$model", "$experiment"):
-        expr = expr.replace(name, ALL)
-    return expr.replace("$__rate_interval", RATE_WINDOW)
-
-
-class Prometheus:
-    def __init__(self, folder: Path, targets: dict[str, list[str]]):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = {
-            "global": {"scrape_interval": SCRAPE, "scrape_timeout": SCRAPE, "evaluation_interval": SCRAPE},
-            "scrape_configs": [{"job_name": job, "static_configs": [{"targets": hosts}]} for job, hosts in targets.items()],
-        }
-        (folder / "prometheus.yml").write_text(yaml.safe_dump(config))
-        self.log = folder / "prometheus.log"
-        binary = shutil.which("prometheus")
-        if binary is None:
-            pytest.fail("prometheus is not installed (Debian package `prometheus`; .ci/run installs it)")
-        self.proc = subprocess.Popen(
-            [binary, f"--config.file={folder / 'prometheus.yml'}", f"--storage.tsdb.path={folder / 'data'}",
-             f"--web.listen-address=127.0.0.1:{self.port}"], stdout=self.log.open("wb"), stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while not self._ready():
-            assert self.proc.poll() is None and time.monotonic() < deadline, self.log.read_text()[-2000:]
-            time.sleep(0.3)
-
-    def _ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as response:
-                return response.status == 200
-        except OSError:
-            return False
-
-    def query_range(self, expr: str, start: float, end: float) -> list[dict]:
-        params = urllib.parse.urlencode({"query": expr, "start": start, "end": end, "step": "1"})
-        with urllib.request.urlopen(f"{self.url}/api/v1/query_range?{params}", timeout=30) as response:
-            body = json.load(response)
-        assert body["status"] == "success", body
-        return body["data"]["result"]
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=30)
+    return prometheus_queries.substitute(expr, model=ALL, experiment=ALL, rate_window=RATE_WINDOW)
 
 
 def _load(address: str, x: np.ndarray, stop: threading.Event) -> None:
@@ -103,7 +59,8 @@ def scraped(tiny_run, servers, tmp_path_factory):
     folder = tmp_path_factory.mktemp("prometheus")
     trainer_port = free_port()
     servers_metrics = [urllib.parse.urlparse(s["metrics"]).netloc for s in servers.values()]
-    prometheus = Prometheus(folder, {"fpgaflow-servers": servers_metrics, "fpgaflow-training": [f"127.0.0.1:{trainer_port}"]})
+    prometheus = LocalPrometheus(folder / "prometheus", {SERVERS_JOB: {address: {} for address in servers_metrics},
+                                                         TRAINING_JOB: {f"127.0.0.1:{trainer_port}": {}}})
 
     # a second trial of the same experiment, trained with live metrics
     trial = folder / "tiny-jets" / "t01"
