@@ -8,6 +8,7 @@ LATENCY_BUCKETS = (5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0
 QUEUE_BUCKETS = (1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1, 0.5, 1.0, 5.0)
 DEVICE_BUCKETS = (5e-8, 1e-7, 2e-7, 5e-7, 1e-6, 2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 1e-3, 1e-2, 0.1)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
+INFERENCE_METHODS = ("Predict", "ModelInfer")  # TF Serving's and Open Inference v2's, as the interceptor names them
 
 
 class ServerMetrics:
@@ -42,6 +43,11 @@ class ServerMetrics:
             "fpgaflow_pacing_wait_seconds", "Time an answer was held back, after its computation, for the modelled device.",
             ["model", "target"], buckets=QUEUE_BUCKETS, registry=r)
         self.info = Info("fpgaflow_server", "What this server serves.", ["model", "target"], registry=r)
+        # The answered-request series exist from the start at 0, so that rate() over a load shorter than a
+        # scrape interval sees its increase from 0 rather than a series that appears already counted.
+        for method in INFERENCE_METHODS:
+            self.requests.labels(model, target, method, "OK")
+            self.request_seconds.labels(model, target, method)
 
     def observe_request(self, method: str, code: str, seconds: float) -> None:
         self.request_seconds.labels(self.model, self.target, method).observe(seconds)
