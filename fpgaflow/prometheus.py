@@ -62,8 +62,10 @@ def prometheus_binary(enabled: bool) -> tuple[str | None, str | None]:
 
 def scrape_config(targets_dir: Path, jobs: tuple[str, ...] = JOBS, interval: float = SCRAPE_SECONDS) -> dict:
     """prometheus.yml: every job reads its targets from ``<targets_dir>/<job>.json``, re-read whenever it
-    changes. honor_labels keeps the metrics' own labels (trial, experiment) where a target's labels repeat them."""
+    changes. honor_labels keeps the metrics' own labels (trial, experiment) where a target's labels repeat them.
+    The paths are absolute: Prometheus reads relative ones from its config file's folder."""
     every = f"{interval:g}s"
+    targets_dir = Path(targets_dir).resolve()
     return {
         "global": {"scrape_interval": every, "scrape_timeout": every, "evaluation_interval": every},
         "scrape_configs": [{"job_name": job, "honor_labels": True,
@@ -135,7 +137,8 @@ class LocalPrometheus:
                  binary: str | None = None, host: str = "127.0.0.1", start_timeout: float = 60.0):
         from fpgaflow.runner import free_port
 
-        self.folder, self.jobs, self.interval, self.host = Path(folder), jobs, interval, host
+        # absolute: Prometheus reads file_sd paths relative to its config file, not to where it was started
+        self.folder, self.jobs, self.interval, self.host = Path(folder).resolve(), jobs, interval, host
         self.binary = binary or shutil.which("prometheus")
         if self.binary is None:
             raise PrometheusError(NOT_INSTALLED)

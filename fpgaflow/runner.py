@@ -294,7 +294,9 @@ class LocalRunner:
         cmd += ["--metrics-host", self.settings.host, "--metrics-port", str(port), "--metrics-linger", "3"]
         self.prometheus.add_target(TRAINING_JOB, address, {"experiment": self.experiment.name, "trial": td.root.name})
         self.progress(td.root.name, "train: waiting for Prometheus to take up the trainer's metrics port")
-        self.prometheus.await_target(address, timeout=15)
+        if not self.prometheus.await_target(address, timeout=15):
+            self.progress("", f"live metrics: Prometheus did not take up the trainer at {address} within 15 s "
+                              f"(see {self.prometheus.log})")
         return TRAINING_JOB, address
 
     def _await_scrapes(self, td: TrialDir, endpoints: dict, after: float) -> None:
@@ -305,8 +307,10 @@ class LocalRunner:
 
         self.progress(td.root.name, "serve: waiting for Prometheus to scrape the servers")
         for endpoint in endpoints.values():
-            if endpoint["status"] == "ready":
-                self.prometheus.await_scrape(address_of(endpoint["metrics"]), after, timeout=15)
+            if endpoint["status"] == "ready" and not self.prometheus.await_scrape(address_of(endpoint["metrics"]), after,
+                                                                                  timeout=15):
+                self.progress("", f"live metrics: Prometheus has not scraped {endpoint['metrics']} within 15 s "
+                                  f"(see {self.prometheus.log})")
 
     def _finish_live_metrics(self) -> None:
         """Every dashboard panel over the run (prometheus/panels.json, .csv) and the Prometheus view of the run

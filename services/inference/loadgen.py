@@ -266,6 +266,7 @@ def run_load(target: str, address: str, payloads: list[bytes], batch_size: int, 
         p.start()
     collected = []
     deadline = time.monotonic() + START_TIMEOUT + load.requests * CALL_TIMEOUT
+    reported = time.monotonic()
     try:
         while len(collected) < len(procs):
             try:
@@ -274,8 +275,9 @@ def run_load(target: str, address: str, payloads: list[bytes], batch_size: int, 
                 if time.monotonic() > deadline or not any(p.is_alive() for p in procs):
                     raise RuntimeError(f"load generator: {len(procs) - len(collected)} of {len(procs)} clients "
                                        "did not report (died or timed out)") from None
-            if progress is not None:
+            if progress is not None and time.monotonic() - reported >= PROGRESS_EVERY and len(collected) < len(procs):
                 progress(answered.value, load.total)
+                reported = time.monotonic()
     finally:
         for p in procs:
             p.join(timeout=10)

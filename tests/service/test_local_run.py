@@ -85,6 +85,21 @@ def test_run_again_resumes_without_redoing_anything(tiny_run):
     assert (tiny_run["trial"] / "bench" / "result.json").stat().st_mtime_ns == before
 
 
+def test_the_report_regenerates_from_the_store_alone(tiny_run):
+    """`fpgaflow report NAME` rewrites what the run wrote, from the trial folders alone (no servers run now)."""
+    folder = tiny_run["folder"]
+    written = {name: (folder / name).read_text() for name in ("report.md", "report.html")}
+    hist = folder / "t00" / "bench" / "latency_hist.png"
+    for name in written:
+        (folder / name).unlink()
+    hist.unlink()
+    done = fpgaflow("report", "tiny-jets", "--home", str(tiny_run["home"]))
+    assert "report.md" in done.stdout
+    assert {name: (folder / name).read_text() for name in written} == written
+    assert hist.read_bytes().startswith(b"\x89PNG")
+    assert "| cpu |" in written["report.md"] and "<table>" in written["report.html"]
+
+
 def test_run_store_lists_shows_and_exports(tiny_run):
     home = str(tiny_run["home"])
     assert "tiny-jets" in fpgaflow("list", "--home", home).stdout

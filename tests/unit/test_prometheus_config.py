@@ -32,6 +32,9 @@ def test_every_job_reads_its_targets_from_its_own_file_at_a_short_interval(tmp_p
         assert job["honor_labels"] is True  # the trainer's own trial/experiment labels win over the target's
         assert "static_configs" not in job
     assert scrape_config(Path("t"), ("a",), interval=2)["global"]["evaluation_interval"] == "2s"
+    # a run store given as a relative --home: the target files are still found from the config's folder
+    [relative] = scrape_config(Path("home/prometheus/targets"), ("a",))["scrape_configs"][0]["file_sd_configs"][0]["files"]
+    assert Path(relative).is_absolute() and relative.endswith("home/prometheus/targets/a.json")
 
 
 def test_target_groups_are_one_group_per_address_with_its_labels():
