@@ -152,8 +152,9 @@ def _target_runs(bench: dict, target: str) -> list[tuple[str, list[dict]]]:
     return [(f"{target} ({v or 'default'})", [r for r in runs if run_variant(r) == v]) for v in variants]
 
 
-def latency_rows(summaries: list[dict]) -> list[list[str]]:
-    """Every benchmark run: one row per trial, target, batch size and number of clients."""
+def _per_target(summaries: list[dict], row_fn) -> list[list[str]]:
+    """Rows for every trial's targets: ``row_fn(trial, label, note, runs)`` for each group of a ready
+    target's runs; for a target that was not ready, one row of its status and reason."""
     rows = []
     for s in summaries:
         bench = s.get("benchmark") or {}
@@ -163,13 +164,18 @@ def latency_rows(summaries: list[dict]) -> list[list[str]]:
                 continue
             note = target_note(target, info, s.get("timing"))
             for label, runs in _target_runs(bench, target):
-                for run in sorted(runs, key=lambda r: (r.get("batch_size", 1), r["concurrency"])):
-                    rows.append([
-                        s["name"], label, note, str(run.get("batch_size", 1)), str(run["concurrency"]), _fmt(run.get("p50_ms"), 3),
-                        _fmt(run.get("p99_ms"), 3), _fmt(run.get("mean_ms"), 3), _fmt(float(run["throughput_rps"]), 1),
-                        _fmt(float(samples_per_second(run)), 1), str(sum(run["errors"].values())),
-                    ])
+                rows.extend(row_fn(s["name"], label, note, runs))
     return rows
+
+
+def latency_rows(summaries: list[dict]) -> list[list[str]]:
+    """Every benchmark run: one row per trial, target, batch size and number of clients."""
+    def rows(trial, label, note, runs):
+        return [[trial, label, note, str(run.get("batch_size", 1)), str(run["concurrency"]), _fmt(run.get("p50_ms"), 3),
+                 _fmt(run.get("p99_ms"), 3), _fmt(run.get("mean_ms"), 3), _fmt(float(run["throughput_rps"]), 1),
+                 _fmt(float(samples_per_second(run)), 1), str(sum(run["errors"].values()))]
+                for run in sorted(runs, key=lambda r: (r.get("batch_size", 1), r["concurrency"]))]
+    return _per_target(summaries, rows)
 
 
 # ------------------------------------------------------------------ the service table (SONIC's question)
@@ -213,25 +219,15 @@ def _p50_cell(point: dict) -> str:
 def service_rows(summaries: list[dict]) -> list[list[str]]:
     """The service table: one row per trial and target (and protocol and mode where runs differ in them);
     a target that was not ready shows its status and reason."""
-    rows = []
-    for s in summaries:
-        bench = s.get("benchmark") or {}
-        for target, info in (bench.get("targets") or {}).items():
-            if info["status"] != "ready":
-                rows.append([s["name"], target, f"{info['status']}: {info.get('reason', '')}", *["—"] * 8])
-                continue
-            note = target_note(target, info, s.get("timing"))
-            for label, runs in _target_runs(bench, target):
-                point = service_point(runs)
-                one, best = point["batch_1"], point["best_batch"]
-                rows.append([
-                    s["name"], label, note,
-                    *((_p50_cell(one), _fmt(float(one["best_rps"]), 1), str(one["best_clients"])) if one else ["—"] * 3),
-                    *((str(best["batch_size"]), _p50_cell(best), _fmt(float(best["best_samples_per_s"]), 1),
-                       str(best["best_clients"])) if best else ["—"] * 4),
-                    str(point["errors"]),
-                ])
-    return rows
+    def row(trial, label, note, runs):
+        point = service_point(runs)
+        one, best = point["batch_1"], point["best_batch"]
+        return [[trial, label, note,
+                 *((_p50_cell(one), _fmt(float(one["best_rps"]), 1), str(one["best_clients"])) if one else ["—"] * 3),
+                 *((str(best["batch_size"]), _p50_cell(best), _fmt(float(best["best_samples_per_s"]), 1),
+                    str(best["best_clients"])) if best else ["—"] * 4),
+                 str(point["errors"])]]
+    return _per_target(summaries, row)
 
 
 # ------------------------------------------------------------------ the document: blocks and inline text
