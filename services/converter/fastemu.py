@@ -14,9 +14,9 @@ Each layer has two implementations:
 - the **exact path** on int64 mantissas, used otherwise: wider types, accumulators that saturate in an
   order-dependent way (added in the C loop's order), products rounded to a coarser accumulator.
 
-Covered: the input conversion from float, Dense (Latency and Resource strategies, io_parallel, plain
-products, pruned weights included), ReLU, linear, and the ``stable`` Softmax with its exp and 1/x tables,
-as hls4ml 1.3's Vivado/Vitis templates write them. Anything else raises NotImplementedError naming it,
+Covered: the input conversion from float, Dense (Latency and Resource strategies, io_parallel and
+io_stream, plain products, pruned weights included), ReLU, linear, and the ``stable`` Softmax with its exp
+and 1/x tables, as hls4ml 1.3's Vivado/Vitis templates write them. Anything else raises NotImplementedError naming it,
 and the caller falls back to hls4ml's compiled library.
 """
 
@@ -470,10 +470,45 @@ _CONST = re.compile(r"static\s+(?:const|constexpr)\s+[\w:]+\s+(\w+)\s*=\s*([^;]+
 _USING = re.compile(r"using\s+(\w+)\s*=\s*([\w:]+)")
 _CALL = re.compile(r"^[ \t]*nnet::(\w+)<([^>]*)>\(([^)]*)\);[ \t]*//[ \t]*(\S+)", re.M)
 _TOP = re.compile(r"void\s+(\w+)\s*\(\s*(\w+)\s+(\w+)\[(\d+)\]\s*,\s*(\w+)\s+(\w+)\[(\d+)\]\s*\)")
+_TOP_STREAM = re.compile(r"void\s+(\w+)\s*\(\s*hls::stream<(\w+)>\s*&\s*(\w+)\s*,\s*hls::stream<(\w+)>\s*&\s*(\w+)\s*\)")
+_ARRAY = re.compile(r"^\s*nnet::array<\s*(.+?)\s*,\s*([\d\s*]+)>\s*$")
+IO_TYPES = ("nnet::io_parallel", "nnet::io_stream")  # io_stream: the same kernels on packed arrays
 
 
 def parse_typedefs(text: str) -> dict[str, str]:
-    return {name: spelling for spelling, name in _TYPEDEF.findall(text)}
+    """defines.h's types by name; an io_stream design's packed ``nnet::array<T, N>`` stands for its element T
+    (its layers compute on T, one pack of the whole layer: see :func:`array_sizes`)."""
+    types = {}
+    for spelling, name in _TYPEDEF.findall(text):
+        packed = _ARRAY.match(spelling)
+        types[name] = packed.group(1) if packed else spelling
+    return types
+
+
+def array_sizes(text: str) -> dict[str, int]:
+    """The element counts of defines.h's packed ``nnet::array<T, N>`` types, by name."""
+    sizes = {}
+    for spelling, name in _TYPEDEF.findall(text):
+        packed = _ARRAY.match(spelling)
+        if packed:
+            sizes[name] = int(np.prod([int(f) for f in packed.group(2).split("*")]))
+    return sizes
+
+
+def _top(source: str, project: str, sizes: dict[str, int]) -> tuple[str, str, int, str, str, int]:
+    """The top function's (input type, input name, input size, output type, output name, output size):
+    arrays under io_parallel, streams of one pack each under io_stream."""
+    top = _TOP.search(source)
+    if top is not None:
+        _, in_type, in_name, in_size, out_type, out_name, out_size = top.groups()
+        return in_type, in_name, int(in_size), out_type, out_name, int(out_size)
+    top = _TOP_STREAM.search(source)
+    if top is not None:
+        _, in_type, in_name, out_type, out_name = top.groups()
+        if in_type in sizes and out_type in sizes:
+            return in_type, in_name, sizes[in_type], out_type, out_name, sizes[out_type]
+    raise NotImplementedError(f"{project}.cpp: a top function other than one input and one output (arrays, or "
+                              "streams of one packed array each)")
 
 
 def parse_configs(text: str) -> dict[str, dict]:
@@ -509,7 +544,7 @@ DENSE_KERNELS = {"nnet::latency": ("nnet::DenseLatency",),
 
 def _dense_layer(name, x_range, in_t, out_t, cfg, args, firmware, types) -> Layer:
     what = f"dense layer {name}"
-    _require(cfg, "io_type", ("nnet::io_parallel",), what)
+    _require(cfg, "io_type", IO_TYPES, what)
     strategy = _require(cfg, "strategy", tuple(DENSE_KERNELS), what)
     _require(cfg, "kernel", DENSE_KERNELS[strategy], what)
     _require(cfg, "product", ("nnet::product::mult",), what)
@@ -530,7 +565,7 @@ def _dense_layer(name, x_range, in_t, out_t, cfg, args, firmware, types) -> Laye
 
 def _softmax_layer(name, x_range, in_t, out_t, cfg, types) -> Layer:
     what = f"softmax layer {name}"
-    _require(cfg, "io_type", ("nnet::io_parallel",), what)
+    _require(cfg, "io_type", IO_TYPES, what)
     implementation = cfg.get("implementation", "").rsplit("::", 1)[-1]
     if implementation != "stable":
         raise NotImplementedError(f"{what}: implementation {implementation!r} (only 'stable' is covered)")
@@ -546,7 +581,7 @@ def _softmax_layer(name, x_range, in_t, out_t, cfg, types) -> Layer:
 
 
 def _activation_layer(function, name, x_range, in_t, out_t, cfg) -> Layer:
-    _require(cfg, "io_type", ("nnet::io_parallel",), f"{function} layer {name}")
+    _require(cfg, "io_type", IO_TYPES, f"{function} layer {name}")
     if function == "relu":
         return relu_layer(name, x_range, in_t, out_t)
     return linear_layer(name, x_range, in_t, out_t)
@@ -565,14 +600,11 @@ def load_fast_emulator(convert_dir: str | Path) -> FastEmulator:
 def load_project(project_dir: str | Path, project: str = "myproject") -> FastEmulator:
     """The network of an hls4ml project folder (as ``hls_model.write()`` leaves it)."""
     firmware = Path(project_dir) / "firmware"
-    types = parse_typedefs((firmware / "defines.h").read_text())
+    defines = (firmware / "defines.h").read_text()
+    types, sizes = parse_typedefs(defines), array_sizes(defines)
     configs = parse_configs((firmware / "parameters.h").read_text())
     source = (firmware / f"{project}.cpp").read_text()
-    top = _TOP.search(source)
-    if top is None:
-        raise NotImplementedError(f"{project}.cpp: a top function other than one input array and one output array "
-                                  "(io_stream designs are not covered)")
-    _, in_type_name, current, in_size, out_type_name, out_name, out_size = top.groups()
+    in_type_name, current, in_size, out_type_name, out_name, out_size = _top(source, project, sizes)
     input_type = parse_type(types[in_type_name])
     layers, current_type, current_range = [], input_type, Range.of(input_type)
     for function, template, call_args, name in _CALL.findall(source):
@@ -590,6 +622,9 @@ def load_project(project_dir: str | Path, project: str = "myproject") -> FastEmu
         elif function in ("relu", "linear"):
             layer = _activation_layer(function, name, current_range, in_t, out_t, cfg)
         elif function == "softmax":
+            if sizes.get(targs[0], int(cfg.get("n_in", 0))) != int(cfg.get("n_in", 0)):
+                raise NotImplementedError(f"softmax layer {name}: its input comes in several packs (io_stream), each "
+                                          "with its own softmax")
             layer = _softmax_layer(name, current_range, in_t, out_t, cfg, types)
         else:
             raise NotImplementedError(f"layer {name}: nnet::{function} is not covered (dense, relu, linear, softmax are)")

@@ -42,6 +42,9 @@ CONFIGS = {
     "resource": ({"precision": "ap_fixed<16,6>", "strategy": "Resource", "reuseFactor": 4,
                   "layers": {"fc1": {"reuseFactor": 32}}}, None),  # 32 > n_in = 16: the rf_gt_nin kernel
     "resource_rnd_sat": ({"precision": "ap_fixed<12,4,AP_RND_CONV,AP_SAT>", "strategy": "Resource", "reuseFactor": 8}, None),
+    "stream": ({"precision": "ap_fixed<16,6>", "ioType": "io_stream"}, None),
+    "stream_resource": ({"precision": "ap_fixed<12,4,AP_RND,AP_SAT>", "ioType": "io_stream", "strategy": "Resource",
+                         "reuseFactor": 4}, None),
 }
 
 
@@ -113,7 +116,7 @@ def converted(jet_tagger, tmp_path_factory):
             net = pruned(model) if change == "pruned" else model
             hls_model = hls4ml.converters.convert_from_keras_model(
                 net, hls_config=hls_config(net, hls, change), output_dir=str(folder / name), project_name="myproject",
-                backend="Vitis", io_type="io_parallel")
+                backend="Vitis", io_type=hls.io_type)
         hls_model.compile()
         return name, folder / name, np.asarray(hls_model.predict(x)).reshape(len(x), -1)
 
@@ -149,12 +152,14 @@ def test_the_configurations_exercise_what_they_name(converted):
     assert "nnet::DenseLatency" not in params["resource_rnd_sat"]
     assert "ap_fixed<20,8,AP_RND,AP_SAT,0> fc2_accum_t" in defines["rnd_sat"]
     assert "ap_fixed<6,2>" in defines["narrow6"]
+    assert "nnet::array<ap_fixed<16,6>, 16*1> input_t" in defines["stream"] and "nnet::io_stream" in params["stream"]
+    assert "nnet::io_stream" in params["stream_resource"] and "nnet::DenseResource" in params["stream_resource"]
     widths = [int(w) for w in re.findall(r"typedef ap_fixed<(\d+),\d+> \w+_result_t;", defines["auto"])]
     assert len(widths) == 4 and min(widths) > 32  # hls4ml's derived dense result types: exact, wide
     weights = np.loadtxt(converted["pruned75"][0] / "firmware" / "weights" / "w2.txt", delimiter=",")
     assert 0.74 <= (weights == 0).mean() <= 0.80
     paths = {name: load_project(converted[name][0]).paths for name in CONFIGS}
-    for name in ("default", "narrow8", "narrow6", "pruned75", "resource", "resource_rnd_sat"):
+    for name in ("default", "narrow8", "narrow6", "pruned75", "resource", "resource_rnd_sat", "stream", "stream_resource"):
         assert set(paths[name].values()) == {"float64"}, (name, paths[name])
     assert paths["rnd_sat"]["fc2"] == "int64 (products are rounded to the accumulator)"
     assert paths["rnd_sat"]["fc3"] == "int64 (the accumulator may saturate: added in the C loop's order)"

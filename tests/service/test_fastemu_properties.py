@@ -2,10 +2,10 @@
 weights, converted and compiled by hls4ml, must give hls_model.predict's bits on random inputs.
 
 Each network draws 1 to 3 Dense layers (1 to 12 units, weights at random scales with up to 80 % zeros),
-each followed by ReLU, a linear Activation or nothing, and maybe a softmax; every type (input, weights,
-biases, accumulators, results) is drawn from ap_fixed/ap_ufixed of 2 to 20 bits in all seven rounding
-and four overflow modes, accumulators sometimes left to hls4ml ('auto'), sometimes narrow enough to
-saturate. The seeds are fixed, so a failure reproduces; NETWORKS sets how many are drawn."""
+each followed by ReLU, a linear Activation or nothing, and maybe a softmax, as io_parallel or io_stream;
+every type (input, weights, biases, accumulators, results) is drawn from ap_fixed/ap_ufixed of 2 to 20
+bits in all seven rounding and four overflow modes, accumulators sometimes left to hls4ml ('auto'),
+sometimes narrow enough to saturate. The seeds are fixed, so a failure reproduces; NETWORKS sets how many are drawn."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def random_type(rng, max_width: int = 20, signed: bool | None = None) -> str:
 
 
 def random_network(seed: int):
-    """A Keras model and the per-layer hls4ml precisions drawn for it."""
+    """A Keras model, the per-layer hls4ml precisions drawn for it, its input type and its io type."""
     import keras
 
     rng = np.random.default_rng(seed)
@@ -57,7 +57,8 @@ def random_network(seed: int):
     if rng.random() < 0.5:
         h = keras.layers.Activation("softmax", name="softmax")(h)
         precision["softmax"] = {"result": random_type(rng, max_width=18, signed=False)}
-    return keras.Model(inputs, h), precision, random_type(rng)
+    input_type = random_type(rng)
+    return keras.Model(inputs, h), precision, input_type, "io_stream" if rng.random() < 0.4 else "io_parallel"
 
 
 def hls_config(model, precision: dict, input_type: str) -> dict:
@@ -87,16 +88,17 @@ def networks(tmp_path_factory):
 
     def build(seed):
         with converting:
-            model, precision, input_type = random_network(seed)
+            model, precision, input_type, io_type = random_network(seed)
             hls_model = hls4ml.converters.convert_from_keras_model(
                 model, hls_config=hls_config(model, precision, input_type), output_dir=str(folder / f"net{seed}"),
-                project_name="myproject", backend="Vitis", io_type="io_parallel")
+                project_name="myproject", backend="Vitis", io_type=io_type)
         hls_model.compile()
         rng = np.random.default_rng(1000 + seed)
         n_in = model.inputs[0].shape[-1]
         x = (rng.normal(size=(SAMPLES, n_in)) * rng.choice([0.1, 1.0, 10.0, 100.0], size=(SAMPLES, 1))).astype(np.float32)
         x = np.ascontiguousarray(x)
-        return folder / f"net{seed}", x, np.asarray(hls_model.predict(x)).reshape(SAMPLES, -1), precision, input_type
+        return (folder / f"net{seed}", x, np.asarray(hls_model.predict(x)).reshape(SAMPLES, -1), precision,
+                f"{input_type}, {io_type}")
 
     with ThreadPoolExecutor(2) as pool:
         return list(pool.map(build, range(NETWORKS)))
@@ -121,3 +123,4 @@ def test_the_random_networks_cover_both_paths_and_every_layer_kind(networks):
     assert {layer.kind for layer in layers} >= {"dense", "relu", "softmax"}
     paths = {layer.fast is not None for layer in layers if layer.kind == "dense"}
     assert paths == {True, False}  # some dense layers proved exact in float64, some left to int64
+    assert {kind.rsplit(", ", 1)[1] for *_, kind in networks} == {"io_parallel", "io_stream"}
