@@ -5,6 +5,7 @@ clear NotImplementedError for a layer it does not cover."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -56,9 +57,10 @@ def test_bit_exact_on_random_inputs(converted, scale):
 
 
 def test_bit_exact_with_rounding_saturating_types(tmp_path):
-    """A trial converted with non-default modes: AP_RND_CONV/AP_SAT everywhere, a narrow saturating
-    accumulator (added in input order) and a wrapping result type in fc1 that the next layer rounds."""
-    hls = {"precision": "ap_fixed<12,5,AP_RND_CONV,AP_SAT>", "minAgreement": 0.5,  # bits, not accuracy, matter here
+    """A trial converted through the convert stage as io_stream with non-default modes: AP_RND_CONV/AP_SAT
+    everywhere, a narrow saturating accumulator (added in input order) and a wrapping result type in fc1
+    that the next layer rounds; the stage's fidelity check ran on the vectorized emulator."""
+    hls = {"precision": "ap_fixed<12,5,AP_RND_CONV,AP_SAT>", "minAgreement": 0.5, "ioType": "io_stream",
            "layers": {"fc1": {"precision": {"weight": "ap_fixed<8,3,AP_RND,AP_SAT>", "result": "ap_fixed<14,5>",
                                             "accum": "ap_fixed<18,6,AP_RND,AP_SAT>"}}}}
     spec = ExperimentSpec.model_validate({"dataset": {"name": "jets", "samples": 4000, "seed": 6},
@@ -73,6 +75,8 @@ def test_bit_exact_with_rounding_saturating_types(tmp_path):
     x = (np.random.default_rng(5).normal(size=(3000, fast.input_size)) * np.array([[0.5], [3.0], [30.0]]).repeat(1000, 0))
     x = x.astype(np.float32)
     assert np.array_equal(fast.predict(x), hls_emu.predict(x))
+    emulation = json.loads((convert / "fidelity.json").read_text())["emulation"]
+    assert emulation["path"] == "vectorized" and emulation["layers"]["fc1"].startswith("int64")
 
 
 def test_uncovered_strategy_is_named(converted, tmp_path):
