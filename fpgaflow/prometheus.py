@@ -295,11 +295,9 @@ def evaluate_panels(prom: LocalPrometheus, doc: dict, experiment: str, start: fl
 
 def plot_run(panels: dict, path: Path, title: str, start: float) -> None:
     """The serving and training panels of the run over time, one line per series."""
-    import matplotlib
+    from fpgaflow.plots import _pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), sharex=True)
     for ax, (panel, index, label, scale) in zip(axes.flat, PLOTTED, strict=True):
         queries = list(panels.get(panel, {}).values())

@@ -76,13 +76,9 @@ def dense_latency(x: np.ndarray, x_type: ApType, w: np.ndarray, w_type: ApType, 
         raise NotImplementedError(f"dense products of {x_type} and {w_type} are wider than int64")
     if fits(accum, prod_t) and order_free:
         shift = accum.fraction - prod_t.fraction
-        bound = n_in * (1 << (x_type.width + w_type.width)) << shift
-        if bound < (1 << 53):  # every partial sum is an exact integer in float64: BLAS is exact
-            acc = (x.astype(np.float64) @ w.astype(np.float64)).astype(np.int64) << shift
-        elif bound < (1 << 62):
-            acc = (x @ w) << shift
-        else:
+        if n_in * (1 << (x_type.width + w_type.width)) << shift >= 1 << 62:  # numpy's integer matmul wraps silently
             raise NotImplementedError(f"dense accumulation of {n_in} products of {x_type} and {w_type} overflows int64")
+        acc = (x @ w) << shift  # (where float64 is exact, the fast path's BLAS product serves instead)
         return requantize(_overflow(acc + bias, accum), accum.fraction, result)
     acc = np.broadcast_to(bias, (len(x), len(bias))).copy()
     for i in range(n_in):  # the C loop's order; each product and each sum cast to accum
@@ -287,22 +283,23 @@ def _fast_dense(w, bias_acc, prod_t: ApType, accum: ApType, result: ApType, fact
                 overflow_at_accum: bool):
     to_accum = 2.0 ** (accum.fraction - prod_t.fraction)
     if overflow_at_accum:  # a wrapping accumulator that can wrap: wrap in accum units, then cast
-        weights, bias = w.astype(np.float64) * to_accum, bias_acc.astype(np.float64)
         cast = FloatCast.plan(accum.fraction, Range.of(accum), result)
+        scale = 1.0
 
-        def fast(x):
-            acc = x @ weights
-            acc += bias
+        def finish(acc):
             return cast(overflow_float(acc, accum), inplace=True)
-        return fast
-    cast = FloatCast.plan(accum.fraction, facts.final, result)
-    # the result's power-of-two scale folded into the weights and bias: still exact
-    weights, bias = w.astype(np.float64) * (to_accum * cast.scale), bias_acc.astype(np.float64) * cast.scale
+    else:  # the result's power-of-two scale folded into the weights and bias: still exact
+        cast = FloatCast.plan(accum.fraction, facts.final, result)
+        scale = cast.scale
+
+        def finish(acc):
+            return cast(acc, scaled=True, inplace=True)
+    weights, bias = w.astype(np.float64) * (to_accum * scale), bias_acc.astype(np.float64) * scale
 
     def fast(x):
         acc = x @ weights
         acc += bias
-        return cast(acc, scaled=True, inplace=True)
+        return finish(acc)
     return fast
 
 

@@ -167,7 +167,13 @@ class _Record:
             if self._unreported >= 16:
                 self.flush()
 
+    def close(self) -> None:
+        """Report what is left to the progress counter (at the end of a client's run)."""
+        with self._lock:
+            self.flush()
+
     def flush(self) -> None:
+        """Add the unreported answers to the shared progress counter (the caller holds the lock)."""
         if self._unreported:
             with self._progress.get_lock():
                 self._progress.value += self._unreported
@@ -199,8 +205,7 @@ def _client(address: str, method: str, payloads: list[bytes], load: Load, barrie
         end = time.time_ns()
     finally:
         channel.close()
-    with record._lock:
-        record.flush()
+    record.close()
     results.put((record.latencies[: record.ok], record.errors, start, end))
 
 
@@ -247,15 +252,12 @@ def _open_loop(call, payloads: list[bytes], requests: int, rate: float, record: 
 ProgressFn = Callable[[int, int], None]  # (requests answered so far, requests in the run)
 
 
-def run_load(target: str, address: str, payloads: list[bytes], batch_size: int, concurrency: int | Load,
-             requests: int | None = None, warmup: int = 0, method: str | None = None,
+def run_load(target: str, address: str, payloads: list[bytes], batch_size: int, load: Load,
              progress: ProgressFn | None = None) -> RunResult:
-    """``concurrency`` client processes against one server; returns every successful request's latency.
-
-    ``concurrency`` may be a :class:`Load`, which then also gives the requests, warm-up, rate and protocol.
-    ``progress`` is called about every PROGRESS_EVERY seconds while the run goes on."""
-    load = concurrency if isinstance(concurrency, Load) else Load(concurrency, requests, warmup)
-    method = method or PROTOCOLS[load.protocol].method
+    """``load.concurrency`` client processes against one server, calling the load's protocol's method;
+    returns every successful request's latency. ``progress`` is called about every PROGRESS_EVERY seconds
+    while the run goes on."""
+    method = PROTOCOLS[load.protocol].method
     ctx = mp.get_context("spawn")
     barrier = ctx.Barrier(load.concurrency)
     results = ctx.Queue()

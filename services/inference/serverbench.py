@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fpgaflow.inference.loadgen import RunResult, predict_payloads, run_load
+from fpgaflow.inference.loadgen import Load, RunResult, predict_payloads, run_load
 
 DEFAULT_TRIAL = Path(".cache/bench/experiments/bench-serving/t00")
 DEFAULT_OUT = Path(".cache/bench/serving")
@@ -309,7 +309,7 @@ def measure(case: ServerCase, trial: Path, model: str, output: str, classes: int
         for concurrency in CONCURRENCY:
             per_client = requests_per_client(requests, concurrency)
             before, cpu_before = scrape(metrics), cpu_seconds(proc.pid)
-            result: RunResult = run_load(case.name, address, payloads, 1, concurrency, per_client, WARMUP)
+            result: RunResult = run_load(case.name, address, payloads, 1, Load(concurrency, per_client, WARMUP))
             row = server_row(case, result.summary(), before, scrape(metrics))
             row["server_cpu_ms_per_request"] = cpu_per_request(cpu_before, cpu_seconds(proc.pid),
                                                                row["requests"] + WARMUP * concurrency)
