@@ -3,7 +3,10 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+# The shared core (.) and one distribution per service; `make install` puts all of them in one venv.
+DISTRIBUTIONS := . services/trainer services/converter services/inference operator
+PYPROJECTS := $(addsuffix /pyproject.toml,$(DISTRIBUTIONS))
+STAMP := $(VENV)/.installed-$(shell cat $(PYPROJECTS) | sha1sum | cut -c1-12)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONUNBUFFERED := 1
 
@@ -19,14 +22,14 @@ help:
 	@echo "make test      the whole test suite"
 	@echo "make install   a virtual environment in $(VENV) with everything (idempotent)"
 	@echo "make proto     gRPC stubs from protos/   make generate   CRD, JSON schema, dashboard"
-	@echo "make lint      ruff                      make bench      trainer overhead and serving benchmark, printed"
+	@echo "make lint      ruff, import contracts, mypy   make bench  benchmarks/: trainer overhead, serving, emulator"
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): $(PYPROJECTS)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet --progress-bar off -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --progress-bar off -e ".[dev]" $(addprefix -e ,$(filter-out .,$(DISTRIBUTIONS)))
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
@@ -46,13 +49,15 @@ generate: install
 	$(BIN)/fpgaflow generate
 
 lint: install
-	$(BIN)/ruff check fpgaflow services tests protos
+	$(BIN)/ruff check fpgaflow services operator benchmarks tests protos
+	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 bench: install
-	$(BIN)/python -m fpgaflow.trainer.bench
+	$(BIN)/python -m benchmarks.trainer_overhead
 	$(BIN)/fpgaflow run examples/bench-serving.yaml --home .cache/bench --replace
-	$(BIN)/python -m fpgaflow.inference.serverbench
-	$(BIN)/python -m fpgaflow.converter.emubench
+	$(BIN)/python -m benchmarks.serving
+	$(BIN)/python -m benchmarks.emulator
 
 # A real control plane for the cluster tests: kube-apiserver and kubectl built from the Kubernetes
 # sources (tests/cluster/envtest/go.mod pins the release), helm from its module; etcd comes from the

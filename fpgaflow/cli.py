@@ -1,20 +1,29 @@
 """The `fpgaflow` command. Each subcommand translates its arguments and calls one function;
-fpgaflow's errors become an exit code and one line here, and nowhere else."""
+fpgaflow's errors become an exit code and one line here, and nowhere else.
+
+The shared core's commands are defined here. The stage commands come from the service distributions
+installed beside it: each names a ``register(subparsers)`` function under the ``fpgaflow.commands``
+entry point group (``fpgaflow_trainer.cli`` adds ``train``, and so on), so the core imports no service.
+A command whose service is not installed is still listed, and says which distribution it needs."""
 
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import sys
 import time
+from importlib import metadata
 from pathlib import Path
 
 from fpgaflow import __version__
-from fpgaflow.errors import FpgaflowError
+from fpgaflow.errors import FpgaflowError, NotInstalled
 
 DEFAULT_HOME = "fpgaflow-runs"
+COMMAND_GROUP = "fpgaflow.commands"  # entry points: NAME = "module:register", register(subparsers) adds commands
+# The commands each service distribution adds, for the message where one is missing.
+SERVICE_COMMANDS = {"train": "fpgaflow-trainer", "convert": "fpgaflow-converter", "serve": "fpgaflow-inference",
+                    "bench": "fpgaflow-inference"}
 
 
 def _home(args) -> Path:
@@ -74,83 +83,6 @@ def cmd_run(args) -> int:
     return 0 if all(s["phase"] == "Succeeded" for s in summaries) else 1
 
 
-def _stage_command(stage: str):
-    def command(args) -> int:
-        from fpgaflow.trial import run_stage
-
-        if stage == "train":
-            from fpgaflow.trainer.train import run
-
-            if args.metrics_port:
-                run = functools.partial(run, metrics_address=(args.metrics_host, args.metrics_port))
-                try:
-                    return run_stage(stage, args.trial_dir, run, force=args.force)
-                finally:
-                    time.sleep(args.metrics_linger)  # the final values stay up for the next scrape
-        elif stage == "convert":
-            from fpgaflow.converter.convert import run
-        else:
-            from fpgaflow.inference.bench import run
-        return run_stage(stage, args.trial_dir, run, force=args.force)
-
-    return command
-
-
-def _bench_arguments(p) -> None:
-    g = p.add_argument_group("on its own, against any endpoint (instead of --trial-dir)")
-    g.add_argument("--address", help="HOST:PORT of a TF Serving or Open Inference v2 gRPC endpoint")
-    g.add_argument("--model", help="model name at that endpoint")
-    g.add_argument("--protocol", choices=["tfserving", "v2"], default="tfserving")
-    g.add_argument("--input-name", help="input tensor name (default: from the endpoint's metadata)")
-    g.add_argument("--features", type=int, help="values per sample (default: from the endpoint's metadata)")
-    g.add_argument("--data", type=Path, help="inputs: an .npz with x, or an .npy (default: random normal samples)")
-    g.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16], help="numbers of client processes to scan")
-    g.add_argument("--batch-size", type=int, nargs="+", default=[1], help="samples per request, scanned")
-    g.add_argument("--requests", type=int, default=500, help="timed requests per client")
-    g.add_argument("--warmup", type=int, default=20, help="untimed requests per client first")
-    g.add_argument("--rate", type=float, help="open loop: requests per second of all clients together")
-    g.add_argument("--out", type=Path, default=Path("bench-results"), help="folder for results and plots")
-
-
-def cmd_bench(args) -> int:
-    """The bench stage with --trial-dir; with --address, the load generator on its own."""
-    if args.trial_dir:
-        if args.address:
-            print("fpgaflow bench: give --trial-dir or --address, not both", file=sys.stderr)
-            return 2
-        return _stage_command("bench")(args)
-    if not args.address or not args.model:
-        print("fpgaflow bench: --trial-dir, or --address with --model, is required", file=sys.stderr)
-        return 2
-    from fpgaflow.inference.bench import run_standalone
-
-    rows = run_standalone(args.address, args.model, args.out, proto=args.protocol, input_name=args.input_name,
-                          features=args.features, data=args.data, batch_sizes=args.batch_size, concurrency=args.concurrency,
-                          requests=args.requests, warmup=args.warmup, rate=args.rate)
-    return 0 if all(r["ok"] == r["requests"] for r in rows) else 1
-
-
-def cmd_serve(args) -> int:
-    from fpgaflow.trial import TrialDir, record_failure
-
-    trial = TrialDir(Path(args.trial_dir))
-    out = trial.stage_dir("serve") / args.target
-    # Before TensorFlow loads: one thread per request's computation, requests in parallel on the gRPC
-    # workers. Spinning oneDNN/OpenMP threads otherwise take the cores the server's threads need.
-    os.environ["OMP_NUM_THREADS"] = str(args.compute_threads)
-    try:
-        from fpgaflow.inference.server import ServerSettings, run
-
-        settings = ServerSettings.from_spec(
-            trial.spec().serve, host=args.host, port=args.port, metrics_port=args.metrics_port, workers=args.workers,
-            max_batch_size=args.max_batch_size, max_latency_micros=args.max_latency_micros, pacing=args.pace,
-            grace_seconds=args.grace_seconds, max_message_bytes=args.max_message_bytes,
-            max_concurrent_streams=args.max_concurrent_streams, tls_cert=args.tls_cert, tls_key=args.tls_key)
-        return run(trial, args.target, settings)
-    except FpgaflowError as exc:
-        return record_failure(f"serve {args.target}", out, exc.reason, str(exc), exc.exit_code)
-
-
 def cmd_list(args) -> int:
     from rich.table import Table
 
@@ -169,8 +101,9 @@ def cmd_list(args) -> int:
 
 
 def cmd_show(args) -> int:
-    from fpgaflow.report import print_report, trial_summary
+    from fpgaflow.report import print_report
     from fpgaflow.store import RunStore
+    from fpgaflow.summary import trial_summary
     from fpgaflow.trial import TrialDir
 
     store = RunStore(_home(args))
@@ -220,6 +153,31 @@ def cmd_generate(args) -> int:
 # ------------------------------------------------------------------------------------------ parser
 
 
+def add_stage_arguments(p: argparse.ArgumentParser, required: bool = True) -> None:
+    """What every stage command takes: the trial folder (the stage contract, fpgaflow.trial) and --force."""
+    p.add_argument("--trial-dir", required=required)
+    p.add_argument("--force", action="store_true", help="redo the stage even when it finished before")
+
+
+def _not_installed(command: str, distribution: str):
+    def fn(args) -> int:
+        raise NotInstalled(f"this command needs the {distribution} distribution, which is not installed here "
+                           f"(pip install {distribution}, or `make install` in a checkout)")
+
+    return fn
+
+
+def add_service_commands(sub: argparse._SubParsersAction) -> None:
+    """The commands of the installed services (entry points), then a placeholder for each missing one."""
+    for entry in sorted(metadata.entry_points(group=COMMAND_GROUP), key=lambda e: e.name):
+        entry.load()(sub)
+    for command, distribution in SERVICE_COMMANDS.items():
+        if command not in sub.choices:
+            p = sub.add_parser(command, help=f"(not installed: needs {distribution})", add_help=False)
+            p.add_argument("rest", nargs=argparse.REMAINDER)
+            p.set_defaults(fn=_not_installed(command, distribution))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fpgaflow", description=__doc__.split("\n")[0] if __doc__ else None)
     parser.add_argument("--version", action="version", version=f"fpgaflow {__version__}")
@@ -240,39 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     home(p)
     p.set_defaults(fn=cmd_run)
 
-    for stage, text in (("train", "train the model of a trial"), ("convert", "convert a trained model with hls4ml"),
-                        ("bench", "benchmark a trial's running servers, or any TF Serving / v2 endpoint (--address)")):
-        p = sub.add_parser(stage, help=text)
-        p.add_argument("--trial-dir", required=stage != "bench")
-        p.add_argument("--force", action="store_true", help="redo the stage even when it finished before")
-        if stage == "bench":
-            _bench_arguments(p)
-        if stage == "train":
-            p.add_argument("--metrics-port", type=int, default=0, help="serve live training metrics (Prometheus) on this port")
-            p.add_argument("--metrics-host", default="127.0.0.1", help="address of the metrics port")
-            p.add_argument("--metrics-linger", type=float, default=0.0, metavar="SECONDS",
-                           help="keep serving the final metrics this long after training ends (a scrape interval or more)")
-        p.set_defaults(fn=cmd_bench if stage == "bench" else _stage_command(stage))
-
-    p = sub.add_parser("serve", help="serve a trial's model over gRPC (TF Serving and Open Inference v2 APIs) with Prometheus metrics")
-    p.add_argument("--trial-dir", required=True)
-    p.add_argument("--target", required=True, choices=["cpu", "gpu", "fpga"])
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8500)
-    p.add_argument("--metrics-port", type=int, default=8000)
-    p.add_argument("--workers", type=int, help="back-end calls running at once (default 1 with dynamic batching, 4 without)")
-    p.add_argument("--compute-threads", type=int, default=1, help="threads one back-end call may use")
-    p.add_argument("--max-batch-size", type=int, help="dynamic batching: most samples per back-end call, 1 = off "
-                   "(default: the spec's serve.batching)")
-    p.add_argument("--max-latency-micros", type=int, help="dynamic batching: longest wait for a batch to fill")
-    p.add_argument("--pace", action=argparse.BooleanOptionalAction, default=None,
-                   help="fpga: pace answers to one modelled device (default: the spec's serve.fpgaPacing)")
-    p.add_argument("--grace-seconds", type=float, help="on SIGTERM, how long in-flight requests may take (default 30)")
-    p.add_argument("--max-message-bytes", type=int, help="largest request or response (default 64 MiB)")
-    p.add_argument("--max-concurrent-streams", type=int, help="concurrent calls per client connection (default: gRPC's)")
-    p.add_argument("--tls-cert", type=Path, help="serve TLS with this PEM certificate (chain)")
-    p.add_argument("--tls-key", type=Path, help="the PEM private key of --tls-cert")
-    p.set_defaults(fn=cmd_serve)
+    add_service_commands(sub)
 
     p = sub.add_parser("list", help="experiments in the run store")
     home(p)

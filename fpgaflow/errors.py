@@ -1,7 +1,7 @@
 """The one exception hierarchy of fpgaflow.
 
 Each boundary maps it once: the CLI to an exit code and a one-line message, the gRPC servers to a
-status code (``fpgaflow.inference.interceptor``), the stage wrapper to ``error.json``.
+status code (``fpgaflow_inference.interceptor``), the stage wrapper to ``error.json``.
 """
 
 from __future__ import annotations
@@ -102,4 +102,11 @@ class ConfigError(FpgaflowError):
     """Settings that cannot work together (a TLS certificate without its key, pacing without a timing model)."""
 
     reason = "InvalidSettings"
+    exit_code = 2
+
+
+class NotInstalled(FpgaflowError):
+    """A command or back end whose service distribution is not installed in this environment."""
+
+    reason = "NotInstalled"
     exit_code = 2

@@ -10,7 +10,7 @@ if TYPE_CHECKING:
     import numpy as np
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -22,7 +22,7 @@ def _pyplot():
 def plot_training(rows: list[dict], path: Path, title: str) -> None:
     """training.png from history.json's rows: loss and accuracy (train, validation), the validation AUC
     of each class, and the gradient norm with the sparsity; a dotted line where fixed-point training began."""
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.ticker import MaxNLocator
 
     fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
@@ -107,7 +107,7 @@ def plot_benchmark(rows: list[dict], outdir: Path, title: str) -> None:
     """latency.png (p50 with p99 whiskers) and throughput.png against the number of clients: one line per
     target, and per batch size where several ran (then in samples/s); latency.csv and throughput.csv hold
     the plotted numbers."""
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.ticker import NullFormatter
 
     series = benchmark_series(rows)
@@ -175,7 +175,7 @@ def plot_latency_hist(samples: dict[str, np.ndarray], path: Path, title: str) ->
     the bin edges and counts."""
     import numpy as np
 
-    plt = _pyplot()
+    plt = pyplot()
     edges, counts = latency_histogram(samples)
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     table = []
@@ -200,7 +200,7 @@ def plot_latency_hist(samples: dict[str, np.ndarray], path: Path, title: str) ->
 def plot_pareto(points: list[dict], path: Path, title: str) -> None:
     """pareto.png: emulated accuracy against DSPs and against latency, one dot a trial, the front joined;
     pareto.csv beside it holds the points."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
     for ax, (key, label) in zip(axes, (("dsp", "DSPs (estimated)"), ("latency_ns", "latency [ns] (estimated)")), strict=True):
         ax.scatter([p[key] for p in points], [p["accuracy"] for p in points], color="tab:gray", label="trial")

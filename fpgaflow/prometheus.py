@@ -135,7 +135,7 @@ class LocalPrometheus:
     def __init__(self, folder: Path, targets: dict[str, dict[str, dict[str, str]]] | None = None,
                  jobs: tuple[str, ...] = JOBS, interval: float = SCRAPE_SECONDS,
                  binary: str | None = None, host: str = "127.0.0.1", start_timeout: float = 60.0):
-        from fpgaflow.runner import free_port
+        from fpgaflow.processes import free_port
 
         # absolute: Prometheus reads file_sd paths relative to its config file, not to where it was started
         self.folder, self.jobs, self.interval, self.host = Path(folder).resolve(), jobs, interval, host
@@ -295,9 +295,9 @@ def evaluate_panels(prom: LocalPrometheus, doc: dict, experiment: str, start: fl
 
 def plot_run(panels: dict, path: Path, title: str, start: float) -> None:
     """The serving and training panels of the run over time, one line per series."""
-    from fpgaflow.plots import _pyplot
+    from fpgaflow.plots import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), sharex=True)
     for ax, (panel, index, label, scale) in zip(axes.flat, PLOTTED, strict=True):
         queries = list(panels.get(panel, {}).values())

@@ -1,6 +1,6 @@
-"""Reports: a trial folder read into a summary; an experiment's summaries into one document (a list of
-blocks) rendered to markdown (report.md), to a self-contained HTML page (report.html) and to terminal
-tables; write_report writes both files and the plots (each with its CSV) from the trial folders alone."""
+"""Reports: an experiment's trial summaries (fpgaflow.summary) into one document (a list of blocks)
+rendered to markdown (report.md), to a self-contained HTML page (report.html) and to terminal tables;
+write_report writes both files and the plots (each with its CSV) from the trial folders alone."""
 
 from __future__ import annotations
 
@@ -11,55 +11,14 @@ from pathlib import Path
 
 from fpgaflow.errors import FpgaflowError
 from fpgaflow.plots import run_variant, samples_per_second
-from fpgaflow.trial import STAGES, TrialDir, read_json
+from fpgaflow.summary import experiment_facts, stored_summaries
+from fpgaflow.trial import STAGES
 
 TARGET_NOTES = {"cpu": "TensorFlow, CPU", "gpu": "TensorFlow, GPU", "fpga": "bit-exact emulator †"}
 FALLBACK_NOTE = "hls4ml C sim (fallback) †"  # the fpga server fell back to hls4ml's own C simulation
 FOOTNOTE = ("† fpga: served by fpgaflow's vectorized bit-exact emulator of the firmware (the same bits as hls4ml's "
             "C simulation); its times are emulation wall time on CPU cores, not the device's latency, which the note "
             "gives as the converter models it.")
-
-
-def trial_summary(trial: TrialDir) -> dict:
-    """What a trial folder says about itself: phase, failing stage and reason, accuracies, benchmark."""
-    meta = trial.meta()
-    summary: dict = {"name": trial.root.name, "parameters": meta.get("parameters", {}), "phase": "Pending", "stage": None}
-    stages = trial.stages()
-    summary["stages"] = list(stages)
-    if stages != STAGES:
-        summary["note"] = "trained by train.command without a Keras model: convert, serve and bench do not apply"
-    for stage in stages:
-        error = trial.error(stage) if stage != "serve" else None
-        if error:
-            summary.update(phase="Failed", stage=stage, reason=error["reason"], message=error["message"])
-            break
-        if stage != "serve" and not trial.done(stage):
-            summary["stage"] = stage
-            break
-    else:
-        summary.update(phase="Succeeded", stage=None)
-    train, convert, bench = trial.result("train"), trial.result("convert"), trial.result("bench")
-    fidelity = (convert or {}).get("fidelity", {})
-    train = train or {}
-    summary["accuracy"] = {
-        "float": train.get("accuracy_float", train.get("accuracy")),
-        "fixed": train.get("accuracy_qat"),  # the quantization-aware model's own accuracy, when the spec trains one
-        "emulated": fidelity.get("accuracy_emulated"),
-    }
-    summary["argmax_agreement"] = fidelity.get("argmax_agreement")
-    summary["fidelity"] = fidelity or None
-    summary["dataset"] = train.get("dataset")
-    results_path = trial.stage_dir("bench") / "results.json"
-    if bench is not None and results_path.exists():  # the full record: the benchmark's spec, the targets, every run
-        bench = {**bench, **read_json(results_path)}
-    summary["benchmark"] = bench
-    summary["timing"] = (convert or {}).get("timing")  # the converter's modelled device latency
-    summary["estimate"] = (convert or {}).get("estimate")  # FPGA resources and latency, estimated without vendor tools
-    summary["reuse_factor_corrections"] = (convert or {}).get("reuse_factor_corrections") or []
-    train_dir = trial.stage_dir("train")
-    summary["provenance"] = {name: read_json(train_dir / f"{name}.json") for name in ("git", "host")
-                             if (train_dir / f"{name}.json").exists()} or None
-    return summary
 
 
 def _fmt(value, digits: int = 4) -> str:
@@ -462,29 +421,6 @@ class ExperimentNotFound(FpgaflowError):
     """No experiment of that name in the run store."""
     reason = "NotFound"
     exit_code = 2
-
-
-def experiment_facts(folder: Path) -> dict:
-    """The report's header lines, from experiment.json: the manifest, the folder, the git commit."""
-    meta = read_json(folder / "experiment.json")
-    return {"manifest": meta.get("manifest_path", "—"), "folder": str(folder),
-            "git commit": (meta.get("git") or {}).get("commit") or "not in git"}
-
-
-def stored_summaries(folder: Path, records: list[dict] | None = None) -> list[dict]:
-    """The summaries of an experiment's trials, read from their folders: the trials the index lists
-    (``records``, rows of RunStore.experiment's "trials"), else every trial folder. A trial the runner
-    failed from outside its folder (no server came up, say) is Failed with the index's reason, as the
-    runner reported it."""
-    if records is None:
-        records = [{"name": d.name} for d in sorted(folder.iterdir()) if (d / "spec.json").exists()]
-    summaries = []
-    for record in records:
-        summary = trial_summary(TrialDir(folder / record["name"]))
-        if record.get("phase") == "Failed" and summary["phase"] != "Failed":
-            summary |= {"phase": "Failed", "reason": record.get("reason"), "message": record.get("message")}
-        summaries.append(summary)
-    return summaries
 
 
 def histogram_selection(runs: list[dict], keys: set[str]) -> dict[str, str]:

@@ -7,10 +7,7 @@ starts them differs. Every child process is tracked and stopped on exit, Ctrl-C 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -22,10 +19,12 @@ from pathlib import Path
 
 from fpgaflow.errors import StageError, StaleResult
 from fpgaflow.plan import Trial, plan_trials
+from fpgaflow.processes import Processes, free_port
 from fpgaflow.provenance import git_info
-from fpgaflow.report import experiment_facts, trial_summary, write_report
+from fpgaflow.report import write_report
 from fpgaflow.spec import Experiment, spec_hash
 from fpgaflow.store import RunStore
+from fpgaflow.summary import experiment_facts, trial_summary
 from fpgaflow.trial import TrialDir, read_json, write_json
 
 
@@ -37,52 +36,6 @@ class RunSettings:
     python: str = sys.executable
     replace: bool = False
     prometheus: bool = True  # a local Prometheus scrapes the run's trainers and servers (`fpgaflow run --no-prometheus`: off)
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-class Processes:
-    """Every child the runner started, so that all of them can be stopped, whatever happens."""
-
-    def __init__(self):
-        self._procs: list[subprocess.Popen] = []
-        self._lock = threading.Lock()
-        self.cancelled = threading.Event()
-
-    def start(self, cmd: list[str], log: Path) -> subprocess.Popen:
-        if self.cancelled.is_set():
-            raise StageError("the run was cancelled")
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with log.open("ab") as fh:
-            env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
-            proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
-        with self._lock:
-            self._procs.append(proc)
-        return proc
-
-    @staticmethod
-    def stop(proc: subprocess.Popen, grace: float = 15.0) -> None:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-    def stop_all(self) -> None:
-        self.cancelled.set()
-        with self._lock:
-            procs = list(self._procs)
-        for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            self.stop(proc, grace=10.0)
 
 
 ProgressFn = Callable[[str, str], None]  # (trial name, what it is doing now); trial "": a note about the whole run
@@ -169,8 +122,8 @@ class LocalRunner:
                 error = td.error(f"serve/{target}") or {"reason": "Failed", "message": f"server exited with {proc.returncode}; see {out / 'log.txt'}"}
                 status = "unavailable" if error["reason"] == "Unavailable" else "failed"
                 return {"status": status, "reason": error["message"]}
-            if health_ok(endpoint["address"]):
-                info = json.loads((out / "server.json").read_text()) if (out / "server.json").exists() else {}
+            if (out / "server.json").exists():  # written once the server answers (health SERVING)
+                info = read_json(out / "server.json")
                 return {"status": "ready", **endpoint, "backend": info.get("backend", "")}
             self.progress(td.root.name, f"serve: starting {target}")
             time.sleep(0.5)
@@ -358,16 +311,3 @@ def _last_line(path: Path, tail: int = 4096) -> str:
     except OSError:
         return ""
     return lines[-1].strip() if lines else ""
-
-
-def health_ok(address: str, timeout: float = 1.0) -> bool:
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    try:
-        with grpc.insecure_channel(address) as channel:
-            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
-        return reply.status == health_pb2.HealthCheckResponse.SERVING
-    except grpc.RpcError:
-        return False
-

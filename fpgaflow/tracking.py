@@ -62,13 +62,16 @@ class Checkpoint(NamedTuple):
 
 
 def write_json(path: Path, data: Any) -> None:
-    """Write atomically (temporary file in the same folder, then os.replace)."""
+    """Write atomically (a temporary file in the same folder, synced, then os.replace): readers never see
+    half a file, a crash never leaves one. Arrays (anything with ``tolist``) and paths are written as lists
+    and strings. The one JSON writer of fpgaflow (``fpgaflow.trial`` re-exports it): it lives here because
+    this file must stand alone."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2)
+            json.dump(data, fh, indent=2, default=_jsonable)
             fh.write("\n")
             fh.flush()
             os.fsync(fh.fileno())
@@ -76,6 +79,14 @@ def write_json(path: Path, data: Any) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "tolist"):  # numpy arrays and scalars, without importing numpy
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def _is_number(value: Any) -> bool:

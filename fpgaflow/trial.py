@@ -11,9 +11,7 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,31 +20,17 @@ from typing import Any
 
 from fpgaflow.errors import FpgaflowError, MissingArtifact, StageError, StaleResult
 from fpgaflow.spec import ExperimentSpec, spec_to_dict
+from fpgaflow.tracking import write_json  # the one atomic JSON writer; every stage imports it from here
 
 STAGES = ("train", "convert", "serve", "bench")
 # What the later stages read from train/: a train.command that writes none of them (a PyTorch script,
 # say) trains only, and its trial ends there.
 KERAS_ARTIFACTS = ("model.keras", "scaler.json", "testset.npz")
+# The trained model's input and output tensors, by these names in the Keras file, the HLS project and every API.
+INPUT_NAME = "features"  # hls4ml reserves the name "input"
+OUTPUT_NAME = "probabilities"
 # Test samples every stage evaluates on (the fidelity check, the served accuracy): the first N of testset.npz.
 EVALUATION_SAMPLES = 50_000
-
-
-def write_json(path: Path, data: Any) -> None:
-    """Write atomically: readers never see half a file, a crash never leaves one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh, indent=2, sort_keys=False, default=_jsonable)
-        fh.write("\n")
-    os.replace(tmp, path)
-
-
-def _jsonable(value: Any) -> Any:
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def read_json(path: Path) -> Any:

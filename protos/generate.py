@@ -1,7 +1,7 @@
-"""Generate the Python gRPC stubs of every .proto here into services/inference/v2 (``make proto``).
+"""Generate the Python gRPC stubs of every .proto here into services/inference/fpgaflow_inference/v2 (``make proto``).
 
 Run from the repository root: ``python protos/generate.py [OUTDIR]``. The generated modules import
-each other through the installed package path (``fpgaflow.inference.v2``).
+each other through the installed package path (``fpgaflow_inference.v2``).
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 
 PROTOS = Path(__file__).resolve().parent
-DEFAULT_OUT = PROTOS.parent / "services" / "inference" / "v2"
-PACKAGE = "fpgaflow.inference.v2"
+DEFAULT_OUT = PROTOS.parent / "services" / "inference" / "fpgaflow_inference" / "v2"
+PACKAGE = "fpgaflow_inference.v2"
 
 
 def generate(out: Path = DEFAULT_OUT) -> list[Path]:

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from fpgaflow.processes import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY_MANIFEST = """\
 apiVersion: fpgaflow.io/v1alpha1
@@ -46,16 +48,10 @@ def tiny_run(tmp_path_factory):
             "folder": home / "experiments" / "tiny-jets", "trial": home / "experiments" / "tiny-jets" / "t00"}
 
 
-def free_port() -> int:
-    from fpgaflow.runner import free_port as fp
-
-    return fp()
-
-
 @pytest.fixture(scope="session")
 def servers(tiny_run):
     """cpu and fpga servers of the tiny run, started the way the runner starts them."""
-    from fpgaflow.runner import health_ok
+    from fpgaflow_inference.loadgen import health_ok
 
     procs, addresses = [], {}
     for target in ("cpu", "fpga"):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import ssl
 import subprocess
 import time
@@ -20,15 +19,11 @@ from pathlib import Path
 
 import yaml
 
+from fpgaflow.processes import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 ENVTEST_BIN = Path(os.environ.get("FPGAFLOW_ENVTEST_BIN", ROOT / ".cache" / "envtest" / "bin"))
 ADMIN_TOKEN = "fpgaflow-admin-token"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def binary(name: str) -> Path:

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fpgaflow.runner import free_port, health_ok
+from fpgaflow.processes import free_port
+from fpgaflow_inference.loadgen import health_ok
 from tests.cluster.conftest import NAMESPACE
 from tests.conftest import ROOT
 
@@ -126,7 +127,7 @@ class Operator:
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "FPGAFLOW_ARTIFACTS_ROOT": str(self.artifacts),
                "FPGAFLOW_RECONCILE_INTERVAL": "1", **self.env}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "kopf", "run", "--standalone", "-m", "fpgaflow.controller.handlers", "--namespace", NAMESPACE],
+            [sys.executable, "-m", "kopf", "run", "--standalone", "-m", "fpgaflow_operator.handlers", "--namespace", NAMESPACE],
             env=env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT, cwd=ROOT)
         return self
 

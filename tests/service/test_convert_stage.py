@@ -61,7 +61,8 @@ def test_an_invalid_reuse_factor_is_corrected_and_reported(converted):
 
 
 def test_the_estimate_and_the_trace_are_written_and_reported(converted):
-    from fpgaflow.report import markdown, trial_summary
+    from fpgaflow.report import markdown
+    from fpgaflow.summary import trial_summary
 
     out = converted.stage_dir("convert")
     estimate = json.loads((out / "estimate.json").read_text())
@@ -104,7 +105,7 @@ def test_a_layer_built_to_overflow_fails_the_check_naming_it(tmp_path):
 
 
 def test_a_binary_model_is_exported_in_the_bnn_layout(tmp_path):
-    from fpgaflow.converter.export import read_bnn
+    from fpgaflow_converter.export import read_bnn
 
     spec = {"dataset": {"name": "digits", "seed": 3}, "model": {"type": "binary", "layers": [32]},
             "train": {"epochs": 2, "batchSize": 64, "learningRate": 0.01}}

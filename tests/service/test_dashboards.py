@@ -18,9 +18,9 @@ from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from fpgaflow import prometheus as prometheus_queries
 from fpgaflow.dashboards import ALL, DASHBOARD_PATH, panel_queries
-from fpgaflow.inference.tensors import from_array
+from fpgaflow.processes import free_port
 from fpgaflow.prometheus import SERVERS_JOB, TRAINING_JOB, LocalPrometheus
-from fpgaflow.runner import free_port
+from fpgaflow_inference.tensors import from_array
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow

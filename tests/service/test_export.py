@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fpgaflow.converter import export
 from fpgaflow.errors import StageError
+from fpgaflow_converter import export
 
 HLS4ML_TEMPLATES = Path(__import__("hls4ml").__file__).parent / "templates"
 
@@ -142,7 +142,7 @@ def digits_bnn():
     from sklearn.datasets import load_digits
 
     from fpgaflow.spec import ModelSpec
-    from fpgaflow.trainer.model import build_model
+    from fpgaflow_trainer.model import build_model
 
     keras.utils.set_random_seed(5)
     x, y = load_digits(return_X_y=True)

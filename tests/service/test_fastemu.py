@@ -14,8 +14,7 @@ import hls4ml
 import numpy as np
 import pytest
 
-from fpgaflow.converter.emulator import load_emulator
-from fpgaflow.converter.fastemu import (
+from fpgaflow.emulation.fastemu import (
     OVERFLOW_MODES,
     QUANTIZATION_MODES,
     load_fast_emulator,
@@ -23,6 +22,7 @@ from fpgaflow.converter.fastemu import (
     quantize_float,
     requantize,
 )
+from fpgaflow.emulation.library import load_emulator
 from fpgaflow.preprocess import Scaler
 from fpgaflow.spec import ExperimentSpec
 from fpgaflow.trial import TrialDir
@@ -93,7 +93,7 @@ def test_uncovered_strategy_is_named(converted, tmp_path):
 def test_the_fidelity_check_falls_back_to_hls4ml_where_the_emulator_cannot_serve(converted, tmp_path):
     """convert.emulate: an uncovered layer, or outputs that differ from hls4ml's on the check (here: a
     weight changed under the vectorized emulator), leave the whole computation to hls4ml's C simulation."""
-    from fpgaflow.converter.convert import emulate
+    from fpgaflow_converter.convert import emulate
 
     convert, hls, fast = converted
     x = (np.random.default_rng(3).normal(size=(3000, fast.input_size))).astype(np.float32)

@@ -3,7 +3,7 @@
 bit patterns, so that even -0.0 against +0.0 would fail).
 
 The network is the default jet tagger (16 -> 64 -> 32 -> 32 -> 5, ReLU, softmax), trained for two
-epochs; each configuration converts it with hls4ml as fpgaflow's converter does (``apply_hls_spec``),
+epochs; each configuration converts it with hls4ml as fpgaflow's converter does (``hls_config``),
 then changes what the configuration is about. The inputs are half jets from the test distribution and
 half random at scales from 0.3 to 64, which wrap or saturate the input and the layers' results. The
 QAT model's case is in test_qat.py (its fixture already converts one).
@@ -52,8 +52,8 @@ CONFIGS = {
 def jet_tagger():
     import keras
 
-    from fpgaflow.trainer.jets import synthetic_jets
-    from fpgaflow.trainer.model import build_model
+    from fpgaflow_trainer.jets import synthetic_jets
+    from fpgaflow_trainer.model import build_model
 
     x, y = synthetic_jets(20_000, seed=3)
     mean, std = x.mean(axis=0), x.std(axis=0)
@@ -86,11 +86,12 @@ def pruned(model, sparsity: float = 0.75):
 def hls_config(model, hls: HLSSpec, change: str | None) -> dict:
     import hls4ml
 
-    from fpgaflow.converter.convert import apply_hls_spec, correct_reuse_factors, multiplier_shapes
+    from fpgaflow_converter.config import hls_config
+    from fpgaflow_converter.convert import correct_reuse_factors, multiplier_shapes
 
     base = hls4ml.utils.config_from_keras_model(model, granularity="name", default_precision=hls.precision,
                                                 default_reuse_factor=hls.reuse_factor, backend="Vitis")
-    config = apply_hls_spec(base, hls, n_classes=5)
+    config = hls_config(base, hls, n_classes=5)
     if change == "auto":  # hls4ml derives every dense and ReLU result type (and accumulator) itself
         for name, layer in config["LayerName"].items():
             if name in DENSE or name.startswith("relu"):
@@ -130,7 +131,7 @@ def firmware_text(project, name: str) -> str:
 
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_bit_identical_to_hls4ml_on_100k_inputs(converted, jet_tagger, name):
-    from fpgaflow.converter.fastemu import load_project
+    from fpgaflow.emulation.fastemu import load_project
 
     project, expected = converted[name]
     _, x = jet_tagger
@@ -144,7 +145,7 @@ def test_bit_identical_to_hls4ml_on_100k_inputs(converted, jet_tagger, name):
 def test_the_configurations_exercise_what_they_name(converted):
     """Each configuration's project really has the kernels, types and zeros it is about, and the fast
     (float64) path serves every layer it can prove exact."""
-    from fpgaflow.converter.fastemu import load_project
+    from fpgaflow.emulation.fastemu import load_project
 
     params = {name: firmware_text(converted[name][0], "parameters.h") for name in CONFIGS}
     defines = {name: firmware_text(converted[name][0], "defines.h") for name in CONFIGS}

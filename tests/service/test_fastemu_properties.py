@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from fpgaflow.converter.apfixed import OVERFLOW_MODES, QUANTIZATION_MODES
+from fpgaflow.emulation.apfixed import OVERFLOW_MODES, QUANTIZATION_MODES
 
 pytestmark = pytest.mark.slow
 
@@ -64,7 +64,7 @@ def random_network(seed: int):
 def hls_config(model, precision: dict, input_type: str) -> dict:
     import hls4ml
 
-    from fpgaflow.converter.convert import SOFTMAX_NORM_TYPE, SOFTMAX_TABLE_SIZE, softmax_sum_type
+    from fpgaflow_converter.config import SOFTMAX_NORM_TYPE, SOFTMAX_TABLE_SIZE, softmax_sum_type
 
     config = hls4ml.utils.config_from_keras_model(model, granularity="name", default_precision="ap_fixed<16,6>",
                                                   backend="Vitis")
@@ -106,7 +106,7 @@ def networks(tmp_path_factory):
 
 @pytest.mark.parametrize("seed", range(NETWORKS))
 def test_random_network_is_bit_identical(networks, seed):
-    from fpgaflow.converter.fastemu import load_project
+    from fpgaflow.emulation.fastemu import load_project
 
     project, x, expected, precision, input_type = networks[seed]
     fast = load_project(project)
@@ -117,7 +117,7 @@ def test_random_network_is_bit_identical(networks, seed):
 
 
 def test_the_random_networks_cover_both_paths_and_every_layer_kind(networks):
-    from fpgaflow.converter.fastemu import load_project
+    from fpgaflow.emulation.fastemu import load_project
 
     layers = [layer for project, *_ in networks for layer in load_project(project).layers]
     assert {layer.kind for layer in layers} >= {"dense", "relu", "softmax"}

@@ -9,8 +9,8 @@ import json
 import numpy as np
 import pytest
 
-from fpgaflow.inference import loadgen
-from fpgaflow.inference.loadgen import PROTOCOLS, Load, payloads, run_load
+from fpgaflow_inference import loadgen
+from fpgaflow_inference.loadgen import PROTOCOLS, Load, payloads, run_load
 from tests.conftest import fpgaflow
 
 pytestmark = pytest.mark.slow

@@ -16,8 +16,9 @@ import pytest
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
 from fpgaflow.cli import build_parser
+from fpgaflow.processes import free_port
 from fpgaflow.prometheus import NOT_INSTALLED, SERVERS_JOB, LocalPrometheus, PrometheusError
-from fpgaflow.runner import LocalRunner, RunSettings, free_port
+from fpgaflow.runner import LocalRunner, RunSettings
 from fpgaflow.spec import load_experiment
 from tests.conftest import fpgaflow
 

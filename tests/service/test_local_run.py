@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2, prediction_service_pb2_grpc
 
-from fpgaflow.inference.tensors import from_array, to_array
 from fpgaflow.preprocess import Scaler
+from fpgaflow_inference.tensors import from_array, to_array
 from tests.conftest import ROOT, fpgaflow
 
 pytestmark = pytest.mark.slow

@@ -9,14 +9,13 @@ import pytest
 import tensorflow as tf
 
 from fpgaflow.errors import SpecError
+from fpgaflow.keras_model import BinaryDense, SignActivation
 from fpgaflow.preprocess import Scaler
 from fpgaflow.spec import DatasetSpec, ModelSpec
-from fpgaflow.trainer.datasets import load_dataset
-from fpgaflow.trainer.model import (
-    INPUT_NAME,
-    BinaryDense,
+from fpgaflow.trial import INPUT_NAME
+from fpgaflow_trainer.datasets import load_dataset
+from fpgaflow_trainer.model import (
     ModelFileError,
-    SignActivation,
     build_model,
     featurizer_layers,
     model_input,

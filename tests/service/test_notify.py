@@ -13,10 +13,10 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
+from fpgaflow.processes import free_port
 from fpgaflow.spec import EmailSpec, ExperimentSpec, NotifySpec, WebhookSpec
-from fpgaflow.trainer import notify as nt
 from fpgaflow.trial import TrialDir, write_json
-from tests.conftest import free_port
+from fpgaflow_trainer import notify as nt
 
 HISTORY = [
     {"epoch": 1, "epoch_seconds": 0.5, "loss": 1.2, "accuracy": 0.55, "val_loss": 1.1, "val_accuracy": 0.58, "learning_rate": 1e-3},

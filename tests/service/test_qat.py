@@ -27,7 +27,7 @@ SAMPLES = 4000
 
 
 def test_hls_types_map_to_hgq_parameters():
-    from fpgaflow.trainer.qat import hls_type_kif
+    from fpgaflow_trainer.qat import hls_type_kif
 
     assert hls_type_kif("ap_fixed<16,6>") == {"k0": 1, "i0": 5, "f0": 10, "round_mode": "TRN", "overflow_mode": "WRAP"}
     assert hls_type_kif("ap_ufixed<10,4,AP_RND,AP_SAT>") == {"k0": 0, "i0": 4, "f0": 6, "round_mode": "RND",
@@ -40,7 +40,7 @@ def test_hls_types_map_to_hgq_parameters():
 
 
 def test_a_qat_spec_that_cannot_be_built_is_refused_before_training():
-    from fpgaflow.trainer.qat import check_spec
+    from fpgaflow_trainer.qat import check_spec
 
     check_spec(ExperimentSpec.model_validate(SPEC))
     check_spec(ExperimentSpec.model_validate({"hls": {"precision": "ap_fixed<8,3,AP_RND_ZERO>"}}))  # ptq: hls4ml's
@@ -52,8 +52,8 @@ def test_a_qat_spec_that_cannot_be_built_is_refused_before_training():
 
 
 def test_qat_refuses_activations_that_hls4ml_tabulates():
-    from fpgaflow.trainer.model import build_model
-    from fpgaflow.trainer.qat import to_qat
+    from fpgaflow_trainer.model import build_model
+    from fpgaflow_trainer.qat import to_qat
 
     spec = ExperimentSpec.model_validate({"model": {"layers": [4], "activation": "tanh"}})
     with pytest.raises(SpecError, match="relu activations, not tanh"):
@@ -66,10 +66,12 @@ def converted(tmp_path_factory):
     import hls4ml
     import keras
 
-    from fpgaflow.trainer import qat
-    from fpgaflow.trainer.jets import synthetic_jets
-    from fpgaflow.trainer.model import build_model
-    from fpgaflow.trainer.pruning import Pruner
+    from fpgaflow import keras_model
+    from fpgaflow_converter.config import hls_config
+    from fpgaflow_trainer import qat
+    from fpgaflow_trainer.jets import synthetic_jets
+    from fpgaflow_trainer.model import build_model
+    from fpgaflow_trainer.pruning import Pruner
 
     spec = ExperimentSpec.model_validate(SPEC)
     x, y = synthetic_jets(SAMPLES, seed=7)
@@ -86,13 +88,13 @@ def converted(tmp_path_factory):
                         callbacks=[pruner], verbose=0)
     folder = tmp_path_factory.mktemp("qat")
     model.save(folder / "model.keras")
-    reloaded = qat.load_model(folder / "model.keras")
+    reloaded = keras_model.load_model(folder / "model.keras")
 
     base = hls4ml.utils.config_from_keras_model(reloaded, granularity="name", default_precision=spec.hls.precision,
                                                 backend="Vitis")
     base["LayerName"]["output"]["Trace"] = True
     hls_model = hls4ml.converters.convert_from_keras_model(
-        reloaded, hls_config=qat.hls_config(base, spec.hls), output_dir=str(folder / "hls4ml_prj"),
+        reloaded, hls_config=hls_config(base, spec.hls, n_classes=5, quantized=True), output_dir=str(folder / "hls4ml_prj"),
         backend="Vitis", io_type="io_parallel",
     )
     hls_model.compile()
@@ -123,8 +125,8 @@ def test_the_vectorized_emulator_matches_hls4ml_on_the_qat_model(converted):
     """Issue 7's acceptance for a QAT model: fpgaflow's vectorized emulator, read from the converted
     project, gives hls4ml's C simulation's bits on 100,000 inputs (jets and random, at scales that
     saturate the quantizers' types), on its fast float64 path."""
-    from fpgaflow.converter.fastemu import load_project
-    from fpgaflow.trainer.jets import synthetic_jets
+    from fpgaflow.emulation.fastemu import load_project
+    from fpgaflow_trainer.jets import synthetic_jets
 
     jets, _ = synthetic_jets(50_000, seed=8)
     rng = np.random.default_rng(8)
@@ -140,14 +142,14 @@ def test_the_vectorized_emulator_matches_hls4ml_on_the_qat_model(converted):
 
 @pytest.mark.slow
 def test_the_qat_model_saves_reloads_and_fine_tuned_its_float_weights(converted):
-    from fpgaflow.trainer.qat import is_qat, load_model, saved_is_qat
+    from fpgaflow.keras_model import is_qat, load_model, saved_is_qat
 
     model, reloaded, float_model = converted["model"], converted["reloaded"], converted["float"]
     assert [layer.name for layer in reloaded.layers] == [layer.name for layer in float_model.layers]
     assert is_qat(reloaded) and not is_qat(float_model) and saved_is_qat(converted["folder"] / "model.keras")
     assert np.array_equal(model.predict(converted["x"], verbose=0), reloaded.predict(converted["x"], verbose=0))
     assert np.isfinite(converted["history"]["loss"]).all()
-    # A checkpoint of the QAT phase reloads with its optimizer and trains on (qat.load_model, as resume does).
+    # A checkpoint of the QAT phase reloads with its optimizer and trains on (keras_model.load_model, as resume does).
     again = load_model(converted["folder"] / "model.keras")
     assert int(again.optimizer.iterations) == int(model.optimizer.iterations) > 0
     assert np.isfinite(again.fit(converted["x"][:512], converted["y"][:512], epochs=1, verbose=0).history["loss"]).all()

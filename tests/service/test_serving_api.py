@@ -30,9 +30,9 @@ from tensorflow_serving.apis import (
 )
 
 from fpgaflow import __version__
-from fpgaflow.inference.v2 import grpc_predict_v2_pb2 as v2
-from fpgaflow.inference.v2 import grpc_predict_v2_pb2_grpc as v2_grpc
-from fpgaflow.runner import free_port
+from fpgaflow.processes import free_port
+from fpgaflow_inference.v2 import grpc_predict_v2_pb2 as v2
+from fpgaflow_inference.v2 import grpc_predict_v2_pb2_grpc as v2_grpc
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
@@ -57,10 +57,9 @@ def rows(tiny_run) -> np.ndarray:
 @pytest.fixture(scope="module")
 def expected(tiny_run, rows) -> dict[str, np.ndarray]:
     """The model's answers computed in this process: Keras for cpu, hls4ml's compiled emulation for fpga."""
-    import fpgaflow.trainer.model  # noqa: F401  registers the model's custom layers with Keras
-    from fpgaflow.converter.emulator import load_emulator
+    from fpgaflow.emulation.library import load_emulator
+    from fpgaflow.keras_model import load_model
     from fpgaflow.preprocess import Scaler
-    from fpgaflow.trainer.qat import load_model
 
     trial = tiny_run["trial"]
     scaled = Scaler.load(trial / "train" / "scaler.json").apply(rows)

@@ -20,9 +20,10 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-from fpgaflow.inference.server import QUIET_SECONDS
-from fpgaflow.inference.tensors import from_array, to_array
-from fpgaflow.runner import free_port, health_ok
+from fpgaflow.processes import free_port
+from fpgaflow_inference.loadgen import health_ok
+from fpgaflow_inference.server import QUIET_SECONDS
+from fpgaflow_inference.tensors import from_array, to_array
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow

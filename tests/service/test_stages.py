@@ -50,7 +50,7 @@ def test_a_stage_without_its_inputs_fails_with_one_line(tmp_path):
 
 
 def test_gpu_target_is_unavailable_not_faked(tmp_path, tiny_run):
-    from fpgaflow.inference.backends import visible_gpus
+    from fpgaflow_inference.backends import visible_gpus
 
     if visible_gpus():
         pytest.skip("this machine has a GPU: the gpu target is served for real")

@@ -14,7 +14,7 @@ N_CLASSES = 5
 
 @pytest.fixture(scope="module")
 def jets():
-    from fpgaflow.trainer.jets import synthetic_jets
+    from fpgaflow_trainer.jets import synthetic_jets
 
     x, y = synthetic_jets(3000, seed=11)
     x = ((x - x.mean(axis=0)) / x.std(axis=0)).astype(np.float32)
@@ -42,11 +42,11 @@ def _convert(model, hls: HLSSpec, out):
     """As the convert stage does: hls4ml's per-layer config with the spec applied, compiled."""
     import hls4ml
 
-    from fpgaflow.converter.convert import apply_hls_spec
-    from fpgaflow.converter.trace import enable_trace
+    from fpgaflow_converter.config import hls_config
+    from fpgaflow_converter.trace import enable_trace
 
     base = hls4ml.utils.config_from_keras_model(model, granularity="name", default_precision=hls.precision, backend=hls.backend)
-    config = apply_hls_spec(base, hls, N_CLASSES)
+    config = hls_config(base, hls, N_CLASSES)
     hls_model = hls4ml.converters.convert_from_keras_model(
         model, hls_config=config, output_dir=str(out), backend=hls.backend, io_type=hls.io_type
     )
@@ -78,7 +78,7 @@ def overflowing(mlp, tmp_path_factory):
 
 
 def test_a_wide_type_everywhere_traces_every_layer_and_diagnoses_nothing(mlp, wide, jets):
-    from fpgaflow.converter.trace import diagnose, layer_trace
+    from fpgaflow_converter.trace import diagnose, layer_trace
 
     hls_model, config = wide
     x = jets[0][:300]
@@ -98,7 +98,7 @@ def test_a_wide_type_everywhere_traces_every_layer_and_diagnoses_nothing(mlp, wi
 
 
 def test_a_layer_built_to_overflow_is_named_with_its_range(overflowing, jets):
-    from fpgaflow.converter.trace import diagnose, layer_trace
+    from fpgaflow_converter.trace import diagnose, layer_trace
 
     model, hls_model, config = overflowing
     trace = layer_trace(model, hls_model, jets[0][:300], config)
@@ -114,7 +114,7 @@ def test_a_layer_built_to_overflow_is_named_with_its_range(overflowing, jets):
 
 
 def test_too_few_fractional_bits_are_diagnosed_as_resolution(mlp, jets, tmp_path):
-    from fpgaflow.converter.trace import diagnose, layer_trace
+    from fpgaflow_converter.trace import diagnose, layer_trace
 
     hls_model, config = _convert(mlp, _spec({"fc2": {"precision": {"result": "ap_fixed<12,10>"}}}), tmp_path / "prj")
     trace = layer_trace(mlp, hls_model, jets[0][:300], config)
@@ -127,12 +127,12 @@ def test_a_trace_without_tracing_built_in_recompiles_and_matches(mlp, jets, tmp_
     """layer_trace on a model compiled the plain way (as convert.run does today) turns tracing on itself."""
     import hls4ml
 
-    from fpgaflow.converter.convert import apply_hls_spec
-    from fpgaflow.converter.trace import layer_trace
+    from fpgaflow_converter.config import hls_config
+    from fpgaflow_converter.trace import layer_trace
 
     hls = _spec()
     base = hls4ml.utils.config_from_keras_model(mlp, granularity="name", default_precision=hls.precision, backend=hls.backend)
-    hls_model = hls4ml.converters.convert_from_keras_model(mlp, hls_config=apply_hls_spec(base, hls, N_CLASSES), output_dir=str(tmp_path / "p"))
+    hls_model = hls4ml.converters.convert_from_keras_model(mlp, hls_config=hls_config(base, hls, N_CLASSES), output_dir=str(tmp_path / "p"))
     hls_model.compile()
     x = jets[0][:50]
     before = np.asarray(hls_model.predict(np.ascontiguousarray(x)))
@@ -142,7 +142,7 @@ def test_a_trace_without_tracing_built_in_recompiles_and_matches(mlp, jets, tmp_
 
 
 def test_profiling_plot_is_a_png(overflowing, jets, tmp_path):
-    from fpgaflow.converter.trace import profiling_plot
+    from fpgaflow_converter.trace import profiling_plot
 
     model, hls_model, _ = overflowing
     path = profiling_plot(model, hls_model, jets[0][:300], tmp_path / "profiling.png")
@@ -152,7 +152,7 @@ def test_profiling_plot_is_a_png(overflowing, jets, tmp_path):
 def test_type_info_gives_the_representable_range_and_lsb():
     from hls4ml.model.types import FixedPrecisionType, IntegerPrecisionType
 
-    from fpgaflow.converter.trace import _ap_name, type_info
+    from fpgaflow_converter.trace import _ap_name, type_info
 
     signed = type_info(FixedPrecisionType(8, 3, True, "RND", "SAT"))
     assert (signed["min"], signed["max"], signed["lsb"]) == (-4.0, 4 - 2**-5, 2**-5)
@@ -164,7 +164,8 @@ def test_type_info_gives_the_representable_range_and_lsb():
 
 
 def test_per_class_auc_is_the_trainers():
-    from fpgaflow.converter.trace import per_class_auc
-    from fpgaflow.trainer import epochstats
+    from fpgaflow import scores
+    from fpgaflow_converter import convert
+    from fpgaflow_trainer import epochstats
 
-    assert per_class_auc is epochstats.per_class_auc
+    assert convert.per_class_auc is epochstats.per_class_auc is scores.per_class_auc

@@ -37,7 +37,7 @@ def test_a_qat_trial_is_pruned_fine_tuned_and_converted_bit_exactly(tmp_path):
     fpgaflow("convert", "--trial-dir", str(td.root))
     fidelity = td.result("convert")["fidelity"]
     assert fidelity["bit_exact"] is True and fidelity["argmax_agreement"] == 1.0
-    from fpgaflow.report import trial_summary
+    from fpgaflow.summary import trial_summary
 
     accuracy = trial_summary(td)["accuracy"]
     assert accuracy["fixed"] == result["accuracy_qat"] and accuracy["float"] == result["accuracy_float"]
@@ -48,8 +48,8 @@ class Killed(Exception):
 
 
 def test_a_run_killed_in_the_fixed_point_phase_resumes_there(tmp_path, monkeypatch):
-    from fpgaflow.trainer import train
-    from fpgaflow.trainer.checkpoint import Checkpointer
+    from fpgaflow_trainer import train
+    from fpgaflow_trainer.checkpoint import Checkpointer
 
     original = Checkpointer.on_epoch_end
 
@@ -71,6 +71,6 @@ def test_a_run_killed_in_the_fixed_point_phase_resumes_there(tmp_path, monkeypat
     assert result["accuracy_float"] is not None, "the float accuracy came back from the checkpoint"
     rows = json.loads((out / "history.json").read_text())["epochs"]
     assert [(r["epoch"], r["phase"]) for r in rows] == [(1, "float"), (2, "float"), (3, "qat"), (4, "qat")]
-    from fpgaflow.trainer.qat import is_qat, load_model
+    from fpgaflow.keras_model import is_qat, load_model
 
     assert is_qat(load_model(out / "model.keras"))

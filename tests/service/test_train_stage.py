@@ -75,7 +75,7 @@ def test_train_command_runs_a_plain_python_script_as_the_stage(tmp_path):
 
 
 def test_a_script_without_a_keras_model_ends_its_trial_after_training(tmp_path):
-    from fpgaflow.report import trial_summary
+    from fpgaflow.summary import trial_summary
 
     script = tmp_path / "logreg.py"
     script.write_text(SCRIPT)

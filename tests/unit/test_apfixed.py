@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fpgaflow.converter.apfixed import (
+from fpgaflow.emulation.apfixed import (
     OVERFLOW_MODES,
     QUANTIZATION_MODES,
     ApType,
@@ -67,7 +67,7 @@ def test_float_input_quantization_equals_the_int64_reference(seed):
 
 @pytest.mark.parametrize("overflow", OVERFLOW_MODES)
 def test_float_overflow_wraps_and_saturates_like_the_reference(overflow):
-    from fpgaflow.converter.apfixed import _overflow
+    from fpgaflow.emulation.apfixed import _overflow
 
     for t in (ApType(8, 3, True, "AP_TRN", overflow), ApType(5, 5, False, "AP_TRN", overflow), ApType(40, 9, True, "AP_TRN", overflow)):
         m = np.concatenate([np.arange(-3000, 3000), [-(1 << 50), (1 << 50) - 1, 1 << 45]]).astype(np.int64)

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from fpgaflow.inference.batching import Batch, Batcher, BatchPolicy, take_batch
+from fpgaflow_inference.batching import Batch, Batcher, BatchPolicy, take_batch
 
 FEATURES = 3
 

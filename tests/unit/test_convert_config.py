@@ -1,7 +1,8 @@
 import numpy as np
 
-from fpgaflow.converter.convert import apply_hls_spec, fidelity, softmax_sum_type
 from fpgaflow.spec import HLSSpec
+from fpgaflow_converter.config import hls_config, softmax_sum_type
+from fpgaflow_converter.convert import fidelity
 
 # The shape of what hls4ml 1.3's config_from_keras_model(granularity="name") returns for a small MLP.
 BASE = {
@@ -17,7 +18,7 @@ BASE = {
 
 
 def test_results_take_the_spec_precision_accumulators_stay_exact_and_tables_stay():
-    cfg = apply_hls_spec(BASE, HLSSpec(precision="ap_fixed<12,4>", reuseFactor=4, strategy="Resource"), n_classes=5)
+    cfg = hls_config(BASE, HLSSpec(precision="ap_fixed<12,4>", reuseFactor=4, strategy="Resource"), n_classes=5)
     assert cfg["Model"] == {"Precision": {"default": "ap_fixed<12,4>"}, "ReuseFactor": 4, "Strategy": "Resource", "BramFactor": 1000000000}
     assert cfg["LayerName"]["fc1"]["Precision"] == {"result": "ap_fixed<12,4>", "weight": "auto", "bias": "auto", "accum": "auto"}
     assert cfg["LayerName"]["softmax"]["Precision"]["result"] == "ap_fixed<12,4>"
@@ -35,7 +36,7 @@ def test_results_take_the_spec_precision_accumulators_stay_exact_and_tables_stay
 def test_per_layer_overrides_win():
     hls = HLSSpec(layers={"fc1": {"precision": {"weight": "ap_fixed<8,2>"}, "reuseFactor": 2, "strategy": "Resource"},
                           "softmax": {"tableSize": 1024}})
-    cfg = apply_hls_spec(BASE, hls, n_classes=5)
+    cfg = hls_config(BASE, hls, n_classes=5)
     fc1 = cfg["LayerName"]["fc1"]
     assert fc1["Precision"]["weight"] == "ap_fixed<8,2>"
     assert fc1["Precision"]["result"] == "ap_fixed<16,6>"
@@ -64,14 +65,14 @@ def test_softmax_sum_type_fits_the_number_of_classes():
 def test_an_invalid_reuse_factor_becomes_the_nearest_valid_one_and_is_reported():
     import hls4ml
 
-    from fpgaflow.converter.convert import correct_reuse_factors
+    from fpgaflow_converter.convert import correct_reuse_factors
 
-    cfg = apply_hls_spec(BASE, HLSSpec(reuseFactor=4, layers={"fc1": {"reuseFactor": 3}, "output": {"reuseFactor": 12}}),
+    cfg = hls_config(BASE, HLSSpec(reuseFactor=4, layers={"fc1": {"reuseFactor": 3}, "output": {"reuseFactor": 12}}),
                          n_classes=5)
     corrections = correct_reuse_factors(cfg, {"fc1": (16, 8), "output": (8, 5)}, hls4ml.backends.get_backend("Vitis"))
     # 16x8 allows 1, 2, 4, 8, ...: 3 is as near to 2 as to 4, and hls4ml takes the smaller; 8x5 allows 1, 2, 4, 8, 40
     assert [(c["layer"], c["asked"], c["used"]) for c in corrections] == [("fc1", 3, 2), ("output", 12, 8)]
     assert cfg["LayerName"]["fc1"]["ReuseFactor"] == 2 and cfg["LayerName"]["output"]["ReuseFactor"] == 8
     assert corrections[1]["valid"] == [1, 2, 4, 8, 40] and corrections[1]["shape"] == [8, 5]
-    cfg = apply_hls_spec(BASE, HLSSpec(reuseFactor=4), n_classes=5)
+    cfg = hls_config(BASE, HLSSpec(reuseFactor=4), n_classes=5)
     assert correct_reuse_factors(cfg, {"fc1": (16, 8), "output": (8, 5)}, hls4ml.backends.get_backend("Vitis")) == []

@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 
-from fpgaflow.trainer.diagnostics import (
+from fpgaflow_trainer.diagnostics import (
     Diagnostics,
     check_dead_relus,
     check_divergence,

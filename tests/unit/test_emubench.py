@@ -2,7 +2,7 @@ import time
 
 import numpy as np
 
-from fpgaflow.converter.emubench import main, rate, single_latency_us
+from benchmarks.emulator import main, rate, single_latency_us
 
 
 def test_rate_counts_samples_per_second_of_the_best_run():
@@ -23,7 +23,7 @@ def test_a_trial_without_an_emulator_is_refused(tmp_path, capsys):
 
 
 def test_batch_rate_calls_consecutive_batches_covering_the_budget():
-    from fpgaflow.converter.emubench import batch_rate
+    from benchmarks.emulator import batch_rate
 
     seen = []
     batch_rate(lambda batch: seen.append(len(batch)), np.zeros((100, 4)), batch=30, budget=100)
@@ -33,7 +33,7 @@ def test_batch_rate_calls_consecutive_batches_covering_the_budget():
 def test_outputs_are_a_csv_and_a_plot(tmp_path):
     import csv
 
-    from fpgaflow.converter.emubench import write_outputs
+    from benchmarks.emulator import write_outputs
 
     rows = [{"batch": b, "hls4ml_samples_per_s": 17000, "vectorized_samples_per_s": 17000 * r, "ratio": r}
             for b, r in ((1, 1.7), (100, 80.0), (10000, 140.0))]

@@ -5,12 +5,11 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from fpgaflow.trainer.epochstats import (
+from fpgaflow.scores import per_class_auc, roc_auc
+from fpgaflow_trainer.epochstats import (
     EpochStatistics,
     dead_fraction,
     gradient_norm,
-    per_class_auc,
-    roc_auc,
     sparsity,
     weight_norms,
 )

@@ -5,7 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from fpgaflow.converter.estimate import (
+from fpgaflow.emulation.timing import dense_timing
+from fpgaflow.errors import StageError
+from fpgaflow_converter.estimate import (
     LayerShape,
     bram18_for,
     dsp_per_multiplier,
@@ -14,8 +16,6 @@ from fpgaflow.converter.estimate import (
     layers_from_hls_model,
     parse_precision,
 )
-from fpgaflow.converter.timing import dense_timing
-from fpgaflow.errors import StageError
 
 
 def dense(n_in=16, n_out=64, bits=16, rf=1, zeros=0, strategy="latency", input_bits=16):

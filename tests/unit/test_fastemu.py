@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fpgaflow.converter.fastemu import (
+from fpgaflow.emulation.fastemu import (
     ApType,
     dense_latency,
     exp_table,

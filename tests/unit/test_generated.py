@@ -46,14 +46,14 @@ def test_grpc_stubs_are_fresh(tmp_path):
     # protoc runs in its own process: its compiler and TensorFlow's protobuf runtime cannot share one
     subprocess.run([sys.executable, str(ROOT / "protos" / "generate.py"), str(tmp_path)], check=True, capture_output=True)
     fresh = {p.name: p.read_text() for p in tmp_path.glob("*_pb2*")}
-    committed = ROOT / "services" / "inference" / "v2"
+    committed = ROOT / "services" / "inference" / "fpgaflow_inference" / "v2"
     assert fresh, "no stubs were generated"
     for name, text in fresh.items():
-        assert (committed / name).read_text() == text, f"services/inference/v2/{name} is stale: run `make proto`"
+        assert (committed / name).read_text() == text, f"services/inference/fpgaflow_inference/v2/{name} is stale: run `make proto`"
 
 
 def test_v2_stubs_import_through_the_package():
-    from fpgaflow.inference.v2 import grpc_predict_v2_pb2, grpc_predict_v2_pb2_grpc
+    from fpgaflow_inference.v2 import grpc_predict_v2_pb2, grpc_predict_v2_pb2_grpc
 
     assert grpc_predict_v2_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name == "inference.GRPCInferenceService"
     assert hasattr(grpc_predict_v2_pb2_grpc, "GRPCInferenceServiceStub")

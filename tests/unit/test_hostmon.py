@@ -2,9 +2,9 @@
 
 import time
 
-from fpgaflow.trainer import hostmon
-from fpgaflow.trainer.hostmon import HostSampler, rss_bytes, sample
-from fpgaflow.trainer.monitor import TrainingMetrics
+from fpgaflow_trainer import hostmon
+from fpgaflow_trainer.hostmon import HostSampler, rss_bytes, sample
+from fpgaflow_trainer.monitor import TrainingMetrics
 
 
 def test_sampler_collects_samples_peaks_and_gauges(tmp_path):

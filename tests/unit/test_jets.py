@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.tree import DecisionTreeClassifier
 
-from fpgaflow.trainer.jets import CLASSES, FEATURES, synthetic_jets
+from fpgaflow_trainer.jets import CLASSES, FEATURES, synthetic_jets
 
 N = 20_000
 

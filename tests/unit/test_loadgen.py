@@ -1,6 +1,6 @@
 import numpy as np
 
-from fpgaflow.inference.loadgen import RunResult
+from fpgaflow_inference.loadgen import RunResult
 
 
 def test_summary_percentiles_follow_the_record():
@@ -29,7 +29,7 @@ def test_the_run_progress_line_is_the_bench_logs_last_line(tmp_path):
 def test_open_loop_load_and_protocols_are_named():
     import pytest
 
-    from fpgaflow.inference.loadgen import Load, protocol
+    from fpgaflow_inference.loadgen import Load, protocol
 
     assert (Load(4, 10).mode, Load(4, 10, rate=100.0).mode, Load(4, 10).total) == ("closed", "open", 40)
     assert protocol("v2").method == "/inference.GRPCInferenceService/ModelInfer"

@@ -9,8 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from fpgaflow.inference.pacing import DevicePacer
 from fpgaflow.preprocess import Scaler
+from fpgaflow_inference.pacing import DevicePacer
 
 LATENCY, II = 1e-6, 1e-7
 
@@ -59,7 +59,7 @@ class FakeBackend:
 
 def timed_predictions(pacer: DevicePacer | None, requests: int) -> tuple[float, list[np.ndarray]]:
     """Seconds until ``requests`` concurrent one-sample predictions are all answered, and the answers."""
-    from fpgaflow.inference.model import ServedModel  # imports TensorFlow: only in the tests that need it
+    from fpgaflow_inference.model import ServedModel  # imports TensorFlow: only in the tests that need it
 
     scaler = Scaler(("a", "b", "c"), np.array([1.0, 2.0, 3.0]), np.array([2.0, 2.0, 2.0]))
     model = ServedModel("m", 1, scaler, ("yes", "no"), FakeBackend(), pacer=pacer)

@@ -9,8 +9,8 @@ import pytest
 
 from fpgaflow.errors import PreconditionFailed
 from fpgaflow.spec import PreconditionsSpec
-from fpgaflow.trainer import preconditions as pre
-from fpgaflow.trainer.preconditions import (
+from fpgaflow_trainer import preconditions as pre
+from fpgaflow_trainer.preconditions import (
     available_memory_bytes,
     cgroup_headroom_bytes,
     check,

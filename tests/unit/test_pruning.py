@@ -8,7 +8,7 @@ import pytest
 
 from fpgaflow.errors import SpecError
 from fpgaflow.spec import PruningSpec
-from fpgaflow.trainer.pruning import Pruner, end_epoch, masks_for, prunable_layers, sparsity_at
+from fpgaflow_trainer.pruning import Pruner, end_epoch, masks_for, prunable_layers, sparsity_at
 
 
 def test_schedule_is_zero_before_begin_target_from_end_and_a_monotone_cubic_ramp_between():

@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 
 from fpgaflow.errors import StageError
+from fpgaflow.plots import write_csv
 from fpgaflow.spec import DatasetSpec
-from fpgaflow.trainer import readers
-from fpgaflow.trainer.datasets import FASHION_MNIST_CLASSES, load_dataset
-from fpgaflow.trainer.jets import CLASSES, FEATURES, synthetic_jets
-from fpgaflow.trainer.readers import DataFileError, read_idx, read_jets
+from fpgaflow_trainer import readers
+from fpgaflow_trainer.datasets import FASHION_MNIST_CLASSES, load_dataset
+from fpgaflow_trainer.jets import CLASSES, FEATURES, synthetic_jets
+from fpgaflow_trainer.readers import DataFileError, read_idx, read_jets
 
 N = 60
 SHUFFLED = [FEATURES[i] for i in np.random.default_rng(1).permutation(len(FEATURES))]  # file column order
@@ -30,10 +31,6 @@ def jets():
 
 def onehot(y: np.ndarray) -> np.ndarray:
     return np.eye(len(CLASSES), dtype=np.float32)[y]
-
-
-def write_csv(path, header, rows):
-    path.write_text("\n".join([",".join(header), *(",".join(map(str, r)) for r in rows)]) + "\n")
 
 
 def check(result, jets, fmt):

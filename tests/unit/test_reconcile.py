@@ -1,9 +1,9 @@
 """The operator's decisions, without a cluster."""
 
-from fpgaflow.controller.manifests import ClusterSettings, child_name, server_deployment, stage_job
-from fpgaflow.controller.reconcile import TrialObservation, best_trial, reconcile
 from fpgaflow.plan import plan_trials
 from fpgaflow.spec import parse_experiment
+from fpgaflow_operator.manifests import ClusterSettings, child_name, server_deployment, stage_job
+from fpgaflow_operator.reconcile import TrialObservation, best_trial, reconcile
 
 
 def trials(n=1, parallel=1, targets=("cpu", "gpu", "fpga")):
@@ -110,7 +110,7 @@ def test_child_names_are_dns_labels():
 
 
 def test_chart_values_reach_the_settings_through_the_environment():
-    from fpgaflow.controller.handlers import settings_from_env
+    from fpgaflow_operator.handlers import settings_from_env
 
     settings = settings_from_env({"FPGAFLOW_STAGE_RETRIES": "5", "FPGAFLOW_TRAINER_SECRETS": '["smtp-login"]',
                                   "FPGAFLOW_MAX_RUNNING_TRIALS": "2"})
@@ -125,7 +125,7 @@ def test_a_trial_trained_by_a_script_without_a_keras_model_ends_after_training()
 
 
 def test_a_server_pod_is_given_longer_than_the_server_drains():
-    from fpgaflow.inference.server import ServerSettings
+    from fpgaflow_inference.server import ServerSettings
 
     pod = server_deployment(ClusterSettings(), "ns", "exp", "t00", "cpu")["spec"]["template"]["spec"]
     assert "--grace-seconds" not in pod["containers"][0]["args"]

@@ -13,19 +13,11 @@ import numpy as np
 import pytest
 
 from fpgaflow.cli import main
-from fpgaflow.report import (
-    experiment_facts,
-    histogram_selection,
-    html_report,
-    markdown,
-    service_point,
-    service_rows,
-    stored_summaries,
-    trial_summary,
-)
+from fpgaflow.report import histogram_selection, html_report, markdown, service_point, service_rows
 from fpgaflow.runner import LocalRunner, RunSettings
 from fpgaflow.spec import Experiment, ExperimentSpec
 from fpgaflow.store import RunStore
+from fpgaflow.summary import experiment_facts, stored_summaries, trial_summary
 from fpgaflow.trial import TrialDir, write_json
 
 NAME = "svc"

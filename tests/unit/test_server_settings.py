@@ -3,8 +3,8 @@
 import pytest
 
 from fpgaflow.errors import ConfigError
-from fpgaflow.inference.server import ServerSettings
 from fpgaflow.spec import ServeSpec
+from fpgaflow_inference.server import ServerSettings
 
 
 def test_without_batching_in_the_spec_each_request_runs_alone():

@@ -3,8 +3,7 @@
 import pytest
 from prometheus_client import generate_latest
 
-from fpgaflow.inference.metrics import ServerMetrics
-from fpgaflow.inference.serverbench import (
+from benchmarks.serving import (
     CASES,
     batching_gains,
     cpu_per_request,
@@ -19,6 +18,7 @@ from fpgaflow.inference.serverbench import (
     requests_per_client,
     server_row,
 )
+from fpgaflow_inference.metrics import ServerMetrics
 
 
 def run(server, concurrency, p50, rps, **extra):

@@ -8,8 +8,8 @@ import pytest
 from tensorflow.core.framework import tensor_pb2, types_pb2
 
 from fpgaflow.errors import RequestError
-from fpgaflow.inference.tensors import array_to_v2_raw, from_array, to_array, v2_to_array
-from fpgaflow.inference.v2 import grpc_predict_v2_pb2 as pb
+from fpgaflow_inference.tensors import array_to_v2_raw, from_array, to_array, v2_to_array
+from fpgaflow_inference.v2 import grpc_predict_v2_pb2 as pb
 
 ROWS = np.arange(12, dtype=np.float32).reshape(3, 4) / 7
 

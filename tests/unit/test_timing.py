@@ -2,8 +2,8 @@
 
 import pytest
 
-from fpgaflow.converter.estimate import LayerShape, estimate
-from fpgaflow.converter.timing import dense_timing, device_seconds, device_timing, softmax_timing
+from fpgaflow.emulation.timing import dense_timing, device_seconds, device_timing, softmax_timing
+from fpgaflow_converter.estimate import LayerShape, estimate
 
 
 def test_a_dense_layer_takes_its_reuse_factor_then_an_adder_tree():

@@ -14,8 +14,8 @@ import pytest
 from fpgaflow import tracking
 from fpgaflow.errors import Diverged, StageError
 from fpgaflow.spec import ExperimentSpec
-from fpgaflow.trainer.command import run_command
 from fpgaflow.trial import TrialDir
+from fpgaflow_trainer.command import run_command
 
 # A logistic regression trained by full-batch gradient descent in pure Python, reporting through
 # fpgaflow.tracking; KILL_AT=N kills it with SIGKILL after logging epoch N, before its checkpoint.

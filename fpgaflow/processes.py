@@ -1,0 +1,59 @@
+"""Child processes and loopback ports: the one home of the helpers that start, track and stop processes,
+used by the local runner, the local Prometheus and the benchmarks."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import threading
+from pathlib import Path
+
+from fpgaflow.errors import StageError
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class Processes:
+    """Every child the runner started, so that all of them can be stopped, whatever happens."""
+
+    def __init__(self):
+        self._procs: list[subprocess.Popen] = []
+        self._lock = threading.Lock()
+        self.cancelled = threading.Event()
+
+    def start(self, cmd: list[str], log: Path) -> subprocess.Popen:
+        if self.cancelled.is_set():
+            raise StageError("the run was cancelled")
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("ab") as fh:
+            env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+            proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+        with self._lock:
+            self._procs.append(proc)
+        return proc
+
+    @staticmethod
+    def stop(proc: subprocess.Popen, grace: float = 15.0) -> None:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def stop_all(self) -> None:
+        self.cancelled.set()
+        with self._lock:
+            procs = list(self._procs)
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            self.stop(proc, grace=10.0)

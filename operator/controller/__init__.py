@@ -1,1 +1,0 @@
-"""The Kopf operator: Experiments on Kubernetes (installed as fpgaflow.controller)."""

@@ -1,0 +1,1 @@
+"""The Kopf operator: Experiments on Kubernetes (installed as fpgaflow_operator)."""

@@ -1,0 +1,242 @@
+"""The `convert` stage: hls4ml conversion with the spec's settings, compile, and a fidelity check."""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from fpgaflow import keras_model
+from fpgaflow.emulation.library import load_emulator, write_manifest
+from fpgaflow.emulation.timing import device_timing
+from fpgaflow.errors import FidelityError, MissingArtifact, StageError
+from fpgaflow.preprocess import Scaler
+from fpgaflow.scores import per_class_auc
+from fpgaflow.spec import HLSSpec
+from fpgaflow.trial import EVALUATION_SAMPLES, TrialDir, write_json
+from fpgaflow_converter import export, trace
+from fpgaflow_converter.config import hls_config
+from fpgaflow_converter.estimate import estimate as estimate_resources
+from fpgaflow_converter.estimate import layers_from_hls_model
+
+PROJECT = "myproject"
+# Test samples on which the vectorized emulator's outputs are checked against hls4ml's own C simulation
+# before it computes the fidelity check (about 0.1 s of the C simulation for the jet tagger).
+REFERENCE_CHECK_SAMPLES = 2000
+
+
+def multiplier_shapes(model) -> dict[str, tuple[int, int]]:
+    """(n_in, n_out) of each layer with a kernel, as hls4ml counts them for its reuse factor: a dense
+    kernel's rows and columns, a convolution's kernel height x width x channels and filters."""
+    shapes = {}
+    for layer in model.layers:
+        kernel = getattr(layer, "kernel", None)
+        if kernel is not None and len(kernel.shape) >= 2:
+            shape = tuple(int(d) for d in kernel.shape)
+            shapes[layer.name] = (math.prod(shape[:-1]), shape[-1])
+    return shapes
+
+
+def correct_reuse_factors(config: dict, shapes: dict[str, tuple[int, int]], backend) -> list[dict]:
+    """hls4ml's rule for a layer's reuse factor (``backend.get_valid_reuse_factors``: it divides n_in x n_out,
+    and with n_in it fits the multiplier array) applied to every layer with a kernel: an invalid one becomes
+    the nearest valid one (hls4ml's choice, the smaller of two equally near), and each change is listed.
+    hls4ml itself corrects only Resource-strategy layers, silently but for a printed warning."""
+    corrections = []
+    for name, (n_in, n_out) in shapes.items():
+        layer = config.get("LayerName", {}).get(name)
+        if layer is None:
+            continue
+        asked = int(layer.get("ReuseFactor", config.get("Model", {}).get("ReuseFactor", 1)))
+        valid = backend.get_valid_reuse_factors(n_in, n_out)
+        if asked not in valid:
+            used = backend.get_closest_reuse_factor(valid, asked)
+            layer["ReuseFactor"] = used
+            corrections.append({"layer": name, "asked": asked, "used": used, "shape": [n_in, n_out], "valid": valid})
+    return corrections
+
+
+def emulate(project_dir: Path, hls_predict, x: np.ndarray) -> tuple[np.ndarray, dict]:
+    """The firmware's outputs on x, and how they were computed.
+
+    fpgaflow's vectorized emulator (fastemu) computes them where it covers the network and gives hls4ml's
+    bits (``hls_predict``, the compiled C simulation) on the first REFERENCE_CHECK_SAMPLES; otherwise, or
+    if it ever differed, hls4ml's C simulation computes all of them and the record says why."""
+    from fpgaflow.emulation.fastemu import load_project
+
+    def timed(predict, inputs):
+        started = time.perf_counter()
+        out = np.asarray(predict(np.ascontiguousarray(inputs))).reshape(len(inputs), -1)
+        return out, round(len(inputs) / max(time.perf_counter() - started, 1e-9), 1)
+
+    probe = x[:REFERENCE_CHECK_SAMPLES]
+    reference, hls_rate = timed(hls_predict, probe)
+    record = {"hls4ml_samples_per_second": hls_rate, "checked_samples": len(probe)}
+    try:
+        fast = load_project(project_dir, PROJECT)
+    except NotImplementedError as exc:
+        fast, record["fallback"] = None, f"the vectorized emulator does not cover the network: {exc}"
+    if fast is not None:
+        emulated, rate = timed(fast.predict, x)
+        if np.array_equal(emulated[: len(probe)].view(np.uint32), reference.view(np.uint32)):
+            return emulated, {"path": "vectorized", "layers": fast.paths, "samples_per_second": rate, **record}
+        record["fallback"] = "the vectorized emulator differed from hls4ml's C simulation on the check (a bug: please report it)"
+        print(f"convert: warning: {record['fallback']}")
+    emulated, rate = timed(hls_predict, x)
+    return emulated, {"path": "hls4ml", "samples_per_second": rate, **record}
+
+
+def fidelity(reference: np.ndarray, emulated: np.ndarray, labels: np.ndarray) -> dict:
+    """Float model against emulation on the same inputs: accuracies, argmax agreement, largest error."""
+    ref_class, emu_class = reference.argmax(axis=1), emulated.argmax(axis=1)
+    return {
+        "samples": len(labels),
+        "accuracy_float": float((ref_class == labels).mean()),
+        "accuracy_emulated": float((emu_class == labels).mean()),
+        "argmax_agreement": float((ref_class == emu_class).mean()),
+        "max_abs_error": float(np.abs(reference - emulated).max()),
+        "mean_abs_error": float(np.abs(reference - emulated).mean()),
+        "emulated_output_spread": float(np.ptp(emulated, axis=0).max()),
+    }
+
+
+def _check(report: dict, hls: HLSSpec) -> None:
+    """Fail the stage when the emulation does not compute what the float model computes, saying why:
+    the per-layer diagnosis names the first layer whose error jumps (overflow or resolution), when there is one."""
+    found = (report.get("diagnosis") or {}).get("message")
+    hint = found or "widen hls.precision or the failing layers' types"
+    if report["emulated_output_spread"] == 0.0:
+        raise FidelityError(
+            "the emulation returns the same output for every input (a constant softmax); "
+            "check the softmax and output layer types in hls.layers"
+        )
+    if report["argmax_agreement"] < hls.min_agreement:
+        raise FidelityError(
+            f"the emulation agrees with the float model on {report['argmax_agreement']:.2%} of the test set, "
+            f"below hls.minAgreement {hls.min_agreement:.2%} (float accuracy {report['accuracy_float']:.4f}, "
+            f"emulated {report['accuracy_emulated']:.4f}); {hint}"
+        )
+
+
+def run(trial: TrialDir, out: Path) -> dict:
+    import hls4ml
+
+    spec = trial.spec()
+    hls = spec.hls
+    train_dir = trial.stage_dir("train")
+    if not trial.done("train"):
+        raise MissingArtifact(f"{train_dir} has no finished training; run the train stage first")
+    model = keras_model.load_model(train_dir / "model.keras")
+    if spec.model.type == "binary":  # packed weights and thresholds in the BNN-PYNQ/FINN layout
+        export.export_bnn(model, out / "bnn")
+        raise StageError(f"the BNN export (BNN-PYNQ/FINN layout, docs/exports.md) is in {out / 'bnn'}; hls4ml 1.3 does "
+                         "not convert fpgaflow's binary layers (BinaryDense, SignActivation), so there is no emulation to check "
+                         "or serve", reason="BinaryExportOnly")
+    quantized = keras_model.is_qat(model)  # quantize.method qat: the model's quantizers carry the HLS types
+    scaler = Scaler.load(train_dir / "scaler.json")
+    testset = np.load(train_dir / "testset.npz")
+    x = scaler.apply(testset["x"][:EVALUATION_SAMPLES])
+    y = testset["y"][:EVALUATION_SAMPLES]
+
+    base = hls4ml.utils.config_from_keras_model(
+        model, granularity="name", default_precision=hls.precision, default_reuse_factor=hls.reuse_factor, backend=hls.backend
+    )
+    config = hls_config(base, hls, n_classes=int(model.outputs[0].shape[-1]), quantized=quantized)
+    corrections = correct_reuse_factors(config, multiplier_shapes(model), hls4ml.backends.get_backend(hls.backend))
+    for c in corrections:
+        print(f"convert: reuse factor {c['asked']} of {c['layer']} ({c['shape'][0]}x{c['shape'][1]}) is not valid "
+              f"by hls4ml's rule; {c['used']} is used instead")
+    project_dir = out / "hls4ml_prj"
+    shutil.rmtree(project_dir, ignore_errors=True)
+    hls_model = hls4ml.converters.convert_from_keras_model(
+        model,
+        hls_config=config,
+        output_dir=str(project_dir),
+        project_name=PROJECT,
+        backend=hls.backend,
+        part=hls.part,
+        clock_period=hls.clock_period,
+        io_type=hls.io_type,
+    )
+    traced = hls.io_type == "io_parallel"  # hls4ml's trace of io_stream designs empties their streams
+    if traced:
+        trace.enable_trace(hls_model)  # per-layer outputs from the same compile (C simulation only)
+    started = time.perf_counter()
+    hls_model.compile()
+    compile_seconds = time.perf_counter() - started
+
+    reference = model.predict(x, batch_size=4096, verbose=0)
+    emulated, emulation = emulate(project_dir, hls_model.predict, x)
+    emulated = emulated.reshape(reference.shape)
+    report = fidelity(reference, emulated, y)
+    report.update(
+        {
+            "emulation": emulation,
+            "emulation_samples_per_second": emulation["samples_per_second"],
+            "compile_seconds": round(compile_seconds, 2),
+            "threshold": hls.min_agreement,
+        }
+    )
+    classes = ((trial.result("train") or {}).get("dataset") or {}).get("classes") or [str(i) for i in range(reference.shape[1])]
+    report["per_class_auc"] = {"float": per_class_auc(y, reference, classes),
+                               "emulated": per_class_auc(y, emulated, classes)}
+    if quantized:
+        report["bit_exact"] = bool(np.array_equal(reference, emulated))
+    if traced:
+        probe = x[: trace.TRACE_SAMPLES]
+        report["layers"] = trace.layer_trace(model, hls_model, probe)
+        report["diagnosis"] = trace.diagnose(report["layers"])
+        trace.profiling_plot(model, hls_model, probe, out / "profiling.png")
+    resources = estimate_resources(layers_from_hls_model(hls_model), hls.clock_period, hls.io_type)
+    write_json(out / "estimate.json", resources)
+    write_json(out / "fidelity.json", report)
+    write_json(out / "hls_config.json", config)
+    _check(report, hls)
+    if quantized and not report["bit_exact"]:
+        raise FidelityError(f"the emulation differs from the QAT model's own outputs by up to {report['max_abs_error']:g}: "
+                            "hls4ml should convert an HGQ2 model bit-exactly")
+    timing = device_timing(resources)
+    write_json(out / "timing.json", timing)
+
+    emulator_dir = out / "emulator"
+    shutil.rmtree(emulator_dir, ignore_errors=True)
+    emulator_dir.mkdir()
+    stamp = hls_model.config.get_config_value("Stamp")
+    library = shutil.copy2(project_dir / "firmware" / f"{PROJECT}-{stamp}.so", emulator_dir / f"lib{PROJECT}-{stamp}.so")
+    write_manifest(
+        emulator_dir,
+        Path(library),
+        PROJECT,
+        input_size=x.shape[1],
+        output_size=reference.shape[1],
+        info={
+            "weights_dir": str((project_dir / "firmware" / "weights").resolve()),
+            "precision": hls.precision,
+            "reuse_factor": hls.reuse_factor,
+            "strategy": hls.strategy,
+            "io_type": hls.io_type,
+            "clock_period_ns": hls.clock_period,
+            "hls4ml_version": hls4ml.__version__,
+            "timing": timing,
+        },
+    )
+    # The artifact must reproduce the check just made, from a fresh load.
+    probe = x[:256]
+    if not np.array_equal(load_emulator(emulator_dir).predict(probe), emulated[: len(probe)]):
+        raise FidelityError("the emulator artifact does not reproduce hls4ml's predictions")
+
+    # what a user with the vendor tools synthesizes: exactly the project that was emulated, plus build.sh
+    export.write_build_script(project_dir, PROJECT, hls.part, hls.clock_period, hls.backend)
+    export.pack_project(project_dir, out / "hls4ml_prj.tar.gz", f"{trial.experiment}-{trial.root.name}-hls4ml_prj")
+    return {
+        "fidelity": {k: v for k, v in report.items() if k != "layers"},  # the per-layer trace is in fidelity.json
+        "estimate": resources["total"],
+        "reuse_factor_corrections": [{k: c[k] for k in ("layer", "asked", "used", "shape")} for c in corrections],
+        "timing": {k: timing[k] for k in ("latency_cycles", "ii_cycles", "latency_ns", "ii_ns")},
+        "project": str(project_dir.relative_to(trial.root)),
+        "tarball": "convert/hls4ml_prj.tar.gz",
+        "emulator": "convert/emulator",
+    }

@@ -1,0 +1,121 @@
+"""Back ends behind one interface: scaled float32 batch in, class probabilities out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from fpgaflow.emulation.timing import device_seconds
+from fpgaflow.errors import TargetUnavailable
+from fpgaflow.trial import TrialDir
+
+
+class Backend(Protocol):
+    target: str
+    description: str
+
+    def predict(self, x: np.ndarray) -> np.ndarray: ...
+
+    def device_seconds(self, batch: int) -> float | None:
+        """Modelled time of the batch on the target device, where a model of it exists."""
+        ...
+
+
+class KerasBackend:
+    """The trained Keras model on one TensorFlow device, called through a compiled tf.function."""
+
+    def __init__(self, model_path: Path, target: str, device: str):
+        import tensorflow as tf
+
+        import fpgaflow_trainer.model  # noqa: F401  registers the binary model's custom layers with Keras
+        from fpgaflow.keras_model import load_model  # float and fixed-point (HGQ2) models alike
+
+        self.target, self._device = target, device
+        with tf.device(device):
+            self._model = load_model(model_path)
+        n_in = self._model.inputs[0].shape[1]
+        spec = tf.TensorSpec([None, n_in], tf.float32)
+        # The traced graph called directly: tf.function's dispatch costs more than this model's compute.
+        self._fn = tf.function(lambda x: self._model(x, training=False), input_signature=[spec]).get_concrete_function()
+        self._tf = tf
+        self.description = f"TensorFlow {tf.__version__} on {device}"
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        with self._tf.device(self._device):
+            return self._fn(self._tf.constant(x)).numpy()
+
+    def device_seconds(self, batch: int) -> float | None:
+        return None  # the measured compute time is the device time
+
+
+SELF_CHECK_SAMPLES = 512
+
+
+class EmulatorBackend:
+    """The firmware's bit-exact emulation: fpgaflow's vectorized emulator (converter/fastemu.py) where it
+    covers the network and reproduces hls4ml's compiled C simulation on a self-check at load, else that
+    C simulation itself. Wall time is not device time."""
+
+    target = "fpga"
+
+    def __init__(self, emulator_dir: Path):
+        from fpgaflow.emulation.library import load_emulator
+
+        self._emulator = load_emulator(emulator_dir)  # hls4ml's library: the reference, and the fallback
+        info = self._emulator.info
+        self._fast, self.emulation = self._vectorized(emulator_dir.parent)
+        self.timing: dict | None = info.get("timing")
+        self.description = (
+            f"{self.emulation} of the firmware ({info.get('precision')}, reuse {info.get('reuse_factor')}, "
+            f"{info.get('strategy')}, hls4ml {info.get('hls4ml_version')}) on one CPU core; measured times are "
+            "emulation wall time, not device latency"
+        )
+        if self.timing:
+            self.description += (
+                f"; modelled device latency {self.timing['latency_ns']:g} ns, II {self.timing['ii_ns']:g} ns "
+                f"at {self.timing['clock_period_ns']:g} ns clock"
+            )
+
+    def _vectorized(self, convert_dir: Path):
+        from fpgaflow.emulation.fastemu import load_fast_emulator
+
+        try:
+            fast = load_fast_emulator(convert_dir)
+        except NotImplementedError as exc:
+            return None, f"hls4ml C simulation (the vectorized emulator does not cover: {exc})"
+        rng = np.random.default_rng(0)
+        x = (rng.standard_normal((SELF_CHECK_SAMPLES, self._emulator.input_size))
+             * np.repeat([0.5, 2.0, 8.0, 64.0], SELF_CHECK_SAMPLES // 4)[:, None]).astype(np.float32)
+        if not np.array_equal(fast.predict(x).view(np.uint32), self._emulator.predict(x).view(np.uint32)):
+            return None, "hls4ml C simulation (the vectorized emulator differed from it on the self-check)"
+        exact = sum(path == "float64" for path in fast.paths.values())
+        return fast, (f"vectorized emulation ({exact} of {len(fast.layers)} layers on the float64 path; the same bits "
+                      "as hls4ml's C simulation, checked at load)")
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return (self._emulator if self._fast is None else self._fast).predict(x)
+
+    def device_seconds(self, batch: int) -> float | None:
+        return None if self.timing is None else device_seconds(self.timing, batch)
+
+
+def visible_gpus() -> list[str]:
+    import tensorflow as tf
+
+    return [d.name for d in tf.config.list_physical_devices("GPU")]
+
+
+def load_backend(trial: TrialDir, target: str) -> Backend:
+    model_path = trial.stage_dir("train") / "model.keras"
+    if target == "cpu":
+        return KerasBackend(model_path, "cpu", "/CPU:0")
+    if target == "gpu":
+        gpus = visible_gpus()
+        if not gpus:
+            raise TargetUnavailable("no GPU is visible to TensorFlow on this machine (tf.config.list_physical_devices('GPU') is empty)")
+        return KerasBackend(model_path, "gpu", "/GPU:0")
+    if target == "fpga":
+        return EmulatorBackend(trial.stage_dir("convert") / "emulator")
+    raise ValueError(f"unknown target {target!r}")

@@ -1,0 +1,86 @@
+"""The `bench` stage: every ready endpoint of the trial, at every batch size and number of clients of
+the spec; and the same load generator on its own against any endpoint (:func:`run_standalone`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from fpgaflow.errors import MissingArtifact
+from fpgaflow.plots import plot_benchmark, write_csv
+from fpgaflow.trial import EVALUATION_SAMPLES, INPUT_NAME, OUTPUT_NAME, TrialDir, read_json, write_json
+from fpgaflow_inference.loadgen import csv_table, discover_input, scan, served_accuracy
+
+
+def run(trial: TrialDir, out: Path) -> dict:
+    spec = trial.spec()
+    endpoints = read_json(trial.stage_dir("serve") / "endpoints.json")
+    testset = np.load(trial.stage_dir("train") / "testset.npz")
+    x, y = testset["x"], testset["y"]
+    bench = spec.benchmark
+
+    targets: dict[str, dict] = {}
+    rows: list[dict] = []
+    record: dict[str, np.ndarray] = {}
+    for target in spec.serve.targets:
+        endpoint = endpoints.get(target)
+        if endpoint is None:
+            raise MissingArtifact(f"serve/endpoints.json has no entry for target {target!r}")
+        if endpoint["status"] != "ready":
+            targets[target] = {"status": endpoint["status"], "reason": endpoint.get("reason", "")}
+            print(f"{target}: {endpoint['status']} ({endpoint.get('reason', '')}), not benchmarked", flush=True)
+            continue
+        address = endpoint["address"]
+        accuracy = served_accuracy(address, trial.experiment, INPUT_NAME, OUTPUT_NAME, x[:EVALUATION_SAMPLES], y[:EVALUATION_SAMPLES])
+        target_rows, target_record = scan(target, address, trial.experiment, INPUT_NAME, x, bench.batch_sizes, bench.concurrency,
+                                          bench.requests_per_client, bench.warmup, bench.rate, bench.protocol,
+                                          say=lambda line: print(line, flush=True))
+        targets[target] = {
+            "status": "ready",
+            "address": address,
+            "backend": endpoint.get("backend", ""),
+            "accuracy_served": accuracy,
+            "accuracy_samples": int(min(len(x), EVALUATION_SAMPLES)),
+        }
+        rows.extend(target_rows)
+        record.update(target_record)
+
+    write_results(out, spec.benchmark.model_dump(by_alias=True), targets, rows, record,
+                  title=f"{trial.experiment} / {trial.root.name}")
+    return {"targets": targets, "runs": rows}
+
+
+def write_results(out: Path, settings: dict, targets: dict, rows: list[dict], record: dict[str, np.ndarray], title: str) -> None:
+    """results.json, results.csv, latencies.npz (every request, in ms) and the latency and throughput plots."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "results.json", {"benchmark": settings, "targets": targets, "runs": rows})
+    write_csv(out / "results.csv", *csv_table(rows))
+    np.savez_compressed(out / "latencies.npz", **record)
+    if rows:
+        sizes = sorted({r["batch_size"] for r in rows})
+        plot_benchmark(rows, out, title=f"{title}, batch {', '.join(map(str, sizes))}")
+
+
+def run_standalone(address: str, model: str, out: Path, *, proto: str = "tfserving", input_name: str | None = None,
+                   features: int | None = None, data: Path | None = None, batch_sizes: list[int], concurrency: list[int],
+                   requests: int, warmup: int, rate: float | None, target: str = "endpoint") -> list[dict]:
+    """The load generator against any TF Serving or v2 endpoint: inputs from ``data`` (an .npz with ``x``
+    or a .npy), else random normal samples of the width the endpoint's metadata gives."""
+    if input_name is None or (features is None and data is None):
+        found_name, found_features = discover_input(address, model, proto)
+        input_name, features = input_name or found_name, features or found_features
+    if data is not None:
+        loaded = np.load(data)
+        x = np.asarray(loaded["x"] if isinstance(loaded, np.lib.npyio.NpzFile) else loaded, dtype=np.float32)
+    else:
+        x = np.random.default_rng(0).standard_normal((4096, features)).astype(np.float32)
+    print(f"bench: {address} model {model!r} input {input_name!r} ({x.shape[1]} features), protocol {proto}, "
+          f"{'open loop at ' + format(rate, 'g') + ' req/s' if rate else 'closed loop'}", flush=True)
+    rows, record = scan(target, address, model, input_name, x, batch_sizes, concurrency, requests, warmup, rate, proto,
+                        say=lambda line: print(line, flush=True))
+    settings = {"address": address, "model": model, "protocol": proto, "batchSizes": batch_sizes, "concurrency": concurrency,
+                "requestsPerClient": requests, "warmup": warmup, "rate": rate}
+    write_results(out, settings, {target: {"status": "ready", "address": address}}, rows, record, title=f"{model} at {address}")
+    print(f"results: {out}/results.json, results.csv, latencies.npz, latency.png, throughput.png", flush=True)
+    return rows

@@ -1,0 +1,72 @@
+"""The one place where fpgaflow's errors become gRPC status codes, and where every call is measured."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import grpc
+
+from fpgaflow.errors import (
+    FpgaflowError,
+    ModelNotFound,
+    RequestError,
+    ShuttingDown,
+    TargetUnavailable,
+    Unsupported,
+)
+from fpgaflow_inference.metrics import ServerMetrics
+
+CODES: dict[type[FpgaflowError], grpc.StatusCode] = {
+    RequestError: grpc.StatusCode.INVALID_ARGUMENT,
+    ModelNotFound: grpc.StatusCode.NOT_FOUND,
+    TargetUnavailable: grpc.StatusCode.UNAVAILABLE,
+    ShuttingDown: grpc.StatusCode.UNAVAILABLE,
+    Unsupported: grpc.StatusCode.UNIMPLEMENTED,
+}
+MEASURED_SERVICES = ("/tensorflow.serving.", "/inference.")  # the two inference APIs; not health or reflection
+
+
+def status_for(exc: BaseException) -> grpc.StatusCode:
+    for cls in type(exc).__mro__:
+        if cls in CODES:
+            return CODES[cls]
+    return grpc.StatusCode.INTERNAL
+
+
+class ErrorsAndMetrics(grpc.aio.ServerInterceptor):
+    """Maps exceptions to status codes and records latency, code and in-flight count per method."""
+
+    def __init__(self, metrics: ServerMetrics):
+        self._metrics = metrics
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None or not handler_call_details.method.startswith(MEASURED_SERVICES):
+            return handler
+        method = handler_call_details.method.rsplit("/", 1)[-1]
+        behavior = handler.unary_unary
+        metrics = self._metrics
+        in_flight = metrics.in_flight.labels(metrics.model, metrics.target)
+
+        async def wrapped(request, context):
+            started = time.perf_counter()
+            in_flight.inc()
+            code, message = grpc.StatusCode.OK, ""
+            try:
+                return await behavior(request, context)
+            except asyncio.CancelledError:  # the client went away or its deadline passed
+                code = grpc.StatusCode.CANCELLED
+                raise
+            except FpgaflowError as exc:
+                code, message = status_for(exc), str(exc)
+            except Exception as exc:  # a bug: the caller gets INTERNAL with the reason, the server stays up
+                code, message = grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}"
+            finally:
+                in_flight.dec()
+                metrics.observe_request(method, code.name, time.perf_counter() - started)
+            await context.abort(code, message)
+
+        return grpc.unary_unary_rpc_method_handler(
+            wrapped, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
+        )
