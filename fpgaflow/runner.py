@@ -25,7 +25,7 @@ from fpgaflow.report import write_report
 from fpgaflow.spec import Experiment, spec_hash
 from fpgaflow.store import RunStore
 from fpgaflow.summary import experiment_facts, trial_summary
-from fpgaflow.trial import TrialDir, read_json, write_json
+from fpgaflow.trial import BUILD_STAGES, TrialDir, read_json, write_json
 
 
 @dataclass(frozen=True)
@@ -157,7 +157,7 @@ class LocalRunner:
         td = TrialDir(self.folder / trial.name)
         store = self.store
         try:
-            for stage in ("train", "convert"):
+            for stage in BUILD_STAGES:
                 if stage not in td.stages():
                     self.progress(trial.name, "trained by train.command without a Keras model: nothing to convert or serve")
                     break

@@ -11,7 +11,7 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -29,7 +29,8 @@ from fpgaflow.errors import SpecError
 
 API_VERSION = "fpgaflow.io/v1alpha1"
 KIND = "Experiment"
-TARGETS = ("cpu", "gpu", "fpga")
+Target = Literal["cpu", "gpu", "fpga"]
+TARGETS: tuple[str, ...] = get_args(Target)
 
 _ROUNDING = "RND|RND_ZERO|RND_MIN_INF|RND_INF|RND_CONV|TRN|TRN_ZERO"
 _SATURATION = "SAT|SAT_ZERO|SAT_SYM|WRAP|WRAP_SM"
@@ -333,8 +334,8 @@ class BatchingSpec(_Model):
 
 
 class ServeSpec(_Model):
-    targets: list[Literal["cpu", "gpu", "fpga"]] = Field(
-        default_factory=lambda: ["cpu", "gpu", "fpga"], min_length=1, description="Back ends to serve the model from."
+    targets: list[Target] = Field(
+        default_factory=lambda: list(TARGETS), min_length=1, description="Back ends to serve the model from."
     )
     batching: BatchingSpec | None = Field(None, description="Dynamic batching for every target; absent: each request runs alone.")
     fpga_pacing: bool = Field(

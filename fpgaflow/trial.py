@@ -22,7 +22,9 @@ from fpgaflow.errors import FpgaflowError, MissingArtifact, StageError, StaleRes
 from fpgaflow.spec import ExperimentSpec, spec_to_dict
 from fpgaflow.tracking import write_json  # the one atomic JSON writer; every stage imports it from here
 
-STAGES = ("train", "convert", "serve", "bench")
+STAGES = ("train", "convert", "serve", "bench")  # in the order they run
+BUILD_STAGES = ("train", "convert")  # what serving needs: each runs once, to completion
+RUN_STAGES = ("train", "convert", "bench")  # the stages that finish (result.json or error.json); serve runs until stopped
 # What the later stages read from train/: a train.command that writes none of them (a PyTorch script,
 # say) trains only, and its trial ends there.
 KERAS_ARTIFACTS = ("model.keras", "scaler.json", "testset.npz")

@@ -19,7 +19,7 @@ from fpgaflow.errors import SpecError, StaleResult
 from fpgaflow.plan import Trial, plan_trials
 from fpgaflow.spec import API_VERSION, Experiment, parse_experiment
 from fpgaflow.summary import trial_summary
-from fpgaflow.trial import TrialDir, write_json
+from fpgaflow.trial import RUN_STAGES, TrialDir, write_json
 from fpgaflow_operator.manifests import (
     LABEL_EXPERIMENT,
     LABEL_STAGE,
@@ -152,8 +152,8 @@ def observe(namespace: str, name: str, trials: list[Trial]) -> dict[str, TrialOb
         observed[trial.name] = TrialObservation(
             jobs=jobs.get(trial.name, {}),
             servers=servers.get(trial.name, {}),
-            done=frozenset(s for s in ("train", "convert", "bench") if td.done(s)),
-            errors={s: e for s in ("train", "convert", "bench") if (e := td.error(s))},
+            done=frozenset(s for s in RUN_STAGES if td.done(s)),
+            errors={s: e for s in RUN_STAGES if (e := td.error(s))},
             summary=trial_summary(td),
         )
     return observed

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from fpgaflow.plan import Trial
+from fpgaflow.trial import BUILD_STAGES, RUN_STAGES
 
 JobState = Literal["active", "succeeded", "failed"]
-STAGE_ORDER = ("train", "convert", "serve", "bench")
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ class Decision:
 
 def _trial_state(trial: Trial, obs: TrialObservation, gpu_available: bool) -> tuple[str, str | None, list[Action], dict]:
     """(phase, stage, actions, extra status) of one trial that is allowed to run."""
-    for stage in ("train", "convert", "bench"):
+    for stage in RUN_STAGES:
         if stage in obs.errors:
             err = obs.errors[stage]
             return "Failed", stage, [], {"reason": err.get("reason", "StageFailed"), "message": err.get("message", "")}
@@ -54,7 +54,7 @@ def _trial_state(trial: Trial, obs: TrialObservation, gpu_available: bool) -> tu
             return "Failed", stage, [], {"reason": "JobFailed", "message": f"the {stage} Job failed without a reason in the trial folder"}
     if obs.summary.get("stages") == ["train"] and "train" in obs.done:  # a train.command that trains only
         return "Succeeded", None, [], {"message": obs.summary.get("note", "")}
-    for stage in ("train", "convert"):
+    for stage in BUILD_STAGES:
         if stage not in obs.done:
             actions = [] if stage in obs.jobs else [Action("job", trial.name, stage)]
             return "Running", stage, actions, {}
