@@ -29,7 +29,6 @@ class KerasBackend:
     def __init__(self, model_path: Path, target: str, device: str):
         import tensorflow as tf
 
-        import fpgaflow_trainer.model  # noqa: F401  registers the binary model's custom layers with Keras
         from fpgaflow.keras_model import load_model  # float and fixed-point (HGQ2) models alike
 
         self.target, self._device = target, device
