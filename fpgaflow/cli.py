@@ -54,7 +54,7 @@ def cmd_validate(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 
     from fpgaflow.report import print_report
     from fpgaflow.runner import LocalRunner, RunSettings
@@ -66,7 +66,7 @@ def cmd_run(args) -> int:
     settings = RunSettings(home=_home(args), replace=args.replace, prometheus=not args.no_prometheus)
     with Progress(SpinnerColumn(), TextColumn("{task.fields[trial]}"), TextColumn("{task.description}"),
                   TimeElapsedColumn(), console=console, transient=False) as progress:
-        tasks: dict[str, int] = {}
+        tasks: dict[str, TaskID] = {}
 
         def update(trial: str, what: str) -> None:
             if trial in tasks:
@@ -174,8 +174,7 @@ def add_service_commands(sub: argparse._SubParsersAction) -> None:
     for command, distribution in SERVICE_COMMANDS.items():
         if command not in sub.choices:
             p = sub.add_parser(command, help=f"(not installed: needs {distribution})", add_help=False)
-            p.add_argument("rest", nargs=argparse.REMAINDER)
-            p.set_defaults(fn=_not_installed(command, distribution))
+            p.set_defaults(fn=_not_installed(command, distribution), any_arguments=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -231,7 +230,10 @@ def main(argv: list[str] | None = None) -> int:
     # TensorFlow's C++ info and warning lines (oneDNN, CUDA probing, float64 graph passes) drown the
     # progress lines; set TF_CPP_MIN_LOG_LEVEL=0 to see them. Must be set before TensorFlow is imported.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and not getattr(args, "any_arguments", False):  # a missing service's command takes any
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         return args.fn(args)
     except FpgaflowError as exc:

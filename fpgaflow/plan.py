@@ -72,7 +72,8 @@ def _resolve(base: dict, parameters: dict[str, Any]) -> ExperimentSpec:
         for field, message in problems_from(exc):
             swept = next((k for k in parameters if field.startswith(k) or field.startswith(k.split(".")[0] + ".")), None)
             where = f"spec.sweep.parameters.{swept}" if swept else f"spec.{field}"
-            problems.append((where, f"{field} = {parameters.get(swept, '?')!r}: {message}"))
+            swept_value = parameters[swept] if swept is not None else "?"
+            problems.append((where, f"{field} = {swept_value!r}: {message}"))
         raise SpecError(problems) from None
 
 

@@ -113,7 +113,7 @@ def numbers(series: dict) -> list[tuple[float, float]]:
 
 def panel_rows(panels: dict, start: float) -> list[dict]:
     """panels.json's series as CSV rows: panel, legend, time, seconds since the start, value."""
-    rows = []
+    rows: list[dict] = []
     for title, queries in panels.items():
         for query in queries.values():
             for series in query["series"]:
@@ -139,9 +139,10 @@ class LocalPrometheus:
 
         # absolute: Prometheus reads file_sd paths relative to its config file, not to where it was started
         self.folder, self.jobs, self.interval, self.host = Path(folder).resolve(), jobs, interval, host
-        self.binary = binary or shutil.which("prometheus")
-        if self.binary is None:
+        found = binary or shutil.which("prometheus")
+        if found is None:
             raise PrometheusError(NOT_INSTALLED)
+        self.binary: str = found
         self.targets_dir = self.folder / "targets"
         self.targets_dir.mkdir(parents=True, exist_ok=True)
         self._targets = {job: dict((targets or {}).get(job, {})) for job in jobs}
@@ -301,7 +302,7 @@ def plot_run(panels: dict, path: Path, title: str, start: float) -> None:
     fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), sharex=True)
     for ax, (panel, index, label, scale) in zip(axes.flat, PLOTTED, strict=True):
         queries = list(panels.get(panel, {}).values())
-        query = queries[index] if index < len(queries) else {"series": [], "legend": ""}
+        query: dict = queries[index] if index < len(queries) else {"series": [], "legend": ""}
         drawn = 0
         for series in query["series"]:
             points = numbers(series)

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fpgaflow.errors import StageError, StaleResult
 from fpgaflow.plan import Trial, plan_trials
@@ -26,6 +27,9 @@ from fpgaflow.spec import Experiment, spec_hash
 from fpgaflow.store import RunStore
 from fpgaflow.summary import experiment_facts, trial_summary
 from fpgaflow.trial import BUILD_STAGES, TrialDir, read_json, write_json
+
+if TYPE_CHECKING:
+    from fpgaflow.prometheus import LocalPrometheus
 
 
 @dataclass(frozen=True)
@@ -53,7 +57,7 @@ class LocalRunner:
         self.progress = progress or (lambda trial, what: None)
         self._bench_lock = threading.Lock()  # one benchmark at a time: they must not share the cores
         self.timeline: list[dict] = []  # what ran when, written beside the report
-        self.prometheus = None  # the run's LocalPrometheus while it runs (fpgaflow.prometheus)
+        self.prometheus: LocalPrometheus | None = None  # the run's Prometheus while it runs
         self.live_metrics: dict[str, Path] = {}  # what it left: panels.json, prometheus.csv, prometheus.png
 
     # ---------------------------------------------------------------- preparation
@@ -85,21 +89,22 @@ class LocalRunner:
             return
         log = td.stage_dir(stage) / "log.txt"
         cmd = [self.settings.python, "-m", "fpgaflow", stage, "--trial-dir", str(td.root)]
-        scraped = self._scrape_training(td, cmd) if stage == "train" and self.prometheus else None
+        prometheus = self.prometheus if stage == "train" else None
+        scraped = self._scrape_training(prometheus, td, cmd) if prometheus else None
         started = time.time()
         proc = self.procs.start(cmd, log)
         while proc.poll() is None:
             self.progress(td.root.name, _describe(td, stage))
             time.sleep(0.5)
-        if scraped:
-            self.prometheus.remove_target(scraped[0], scraped[1])
+        if prometheus and scraped:
+            prometheus.remove_target(scraped[0], scraped[1])
         self.timeline.append({"trial": td.root.name, "stage": stage, "start": started, "end": time.time(),
                               "exit_code": proc.returncode})
         if proc.returncode != 0:
             error = td.error(stage) or {"reason": "StageFailed", "message": f"{stage} exited with {proc.returncode}; see {log}"}
             raise StageError(error["message"], reason=error["reason"])
 
-    def _start_server(self, td: TrialDir, target: str) -> tuple[subprocess.Popen | None, dict]:
+    def _start_server(self, td: TrialDir, target: str) -> tuple[subprocess.Popen, dict]:
         port, metrics_port = free_port(self.settings.host), free_port(self.settings.host)
         out = td.stage_dir("serve") / target
         (out / "error.json").unlink(missing_ok=True)
@@ -237,7 +242,7 @@ class LocalRunner:
             return
         self.progress("", f"live metrics: Prometheus at {self.prometheus.url}; the dashboards' PromQL works there")
 
-    def _scrape_training(self, td: TrialDir, cmd: list[str]) -> tuple[str, str]:
+    def _scrape_training(self, prometheus: LocalPrometheus, td: TrialDir, cmd: list[str]) -> tuple[str, str]:
         """Give the trainer a metrics port (appended to ``cmd``) and register it with Prometheus, and wait
         until Prometheus has taken it up (it applies new targets within 5-10 s; a short training would end unseen)."""
         from fpgaflow.prometheus import TRAINING_JOB
@@ -245,11 +250,11 @@ class LocalRunner:
         port = free_port(self.settings.host)
         address = f"{self.settings.host}:{port}"
         cmd += ["--metrics-host", self.settings.host, "--metrics-port", str(port), "--metrics-linger", "3"]
-        self.prometheus.add_target(TRAINING_JOB, address, {"experiment": self.experiment.name, "trial": td.root.name})
+        prometheus.add_target(TRAINING_JOB, address, {"experiment": self.experiment.name, "trial": td.root.name})
         self.progress(td.root.name, "train: waiting for Prometheus to take up the trainer's metrics port")
-        if not self.prometheus.await_target(address, timeout=15):
+        if not prometheus.await_target(address, timeout=15):
             self.progress("", f"live metrics: Prometheus did not take up the trainer at {address} within 15 s "
-                              f"(see {self.prometheus.log})")
+                              f"(see {prometheus.log})")
         return TRAINING_JOB, address
 
     def _await_scrapes(self, td: TrialDir, endpoints: dict, after: float) -> None:

@@ -39,7 +39,7 @@ def _inline(node: Any, defs: dict) -> Any:
             return merged
         # a scalar union (sweep values): Kubernetes cannot type it, so it is kept as given
         return {**_inline(rest, defs), "x-kubernetes-preserve-unknown-fields": True}
-    out = {}
+    out: dict[str, Any] = {}
     for key, value in node.items():
         if key in _DROP or key == "$defs" or (key == "default" and value is None):
             continue

@@ -11,7 +11,7 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Final, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -24,13 +24,16 @@ from pydantic import (
     model_validator,
 )
 from pydantic.alias_generators import to_camel
+from pydantic_core import ErrorDetails
 
 from fpgaflow.errors import SpecError
 
-API_VERSION = "fpgaflow.io/v1alpha1"
-KIND = "Experiment"
+API_VERSION: Final = "fpgaflow.io/v1alpha1"
+KIND: Final = "Experiment"
 Target = Literal["cpu", "gpu", "fpga"]
-TARGETS: tuple[str, ...] = get_args(Target)
+TARGETS: tuple[Target, ...] = get_args(Target)
+NotifyEvent = Literal["Succeeded", "Failed", "Diverged"]
+NOTIFY_EVENTS: tuple[NotifyEvent, ...] = get_args(NotifyEvent)
 
 _ROUNDING = "RND|RND_ZERO|RND_MIN_INF|RND_INF|RND_CONV|TRN|TRN_ZERO"
 _SATURATION = "SAT|SAT_ZERO|SAT_SYM|WRAP|WRAP_SM"
@@ -41,7 +44,9 @@ PRECISION_PATTERN = (
 
 
 def _check_precision(value: str) -> str:
-    width = int(re.search(r"<\s*(\d+)", value).group(1))
+    match = re.search(r"<\s*(\d+)", value)
+    assert match is not None  # PRECISION_PATTERN has matched before this validator runs
+    width = int(match.group(1))
     if not 1 <= width <= 64:
         raise ValueError(f"total width {width} of {value!r} is outside 1..64 bits")
     return value.replace(" ", "")
@@ -280,13 +285,19 @@ _BYTE_UNITS = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "Ki": 2**
 
 def quantity_bytes(quantity: str) -> int:
     """'2Gi' -> 2147483648."""
-    number, unit = re.fullmatch(r"(\d+(?:\.\d+)?)([A-Za-z]*)", quantity).groups()
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([A-Za-z]*)", quantity)
+    if match is None:
+        raise ValueError(f"{quantity!r} is not a quantity of bytes")
+    number, unit = match.groups()
     return int(float(number) * _BYTE_UNITS[unit])
 
 
 def duration_seconds(duration: str) -> float:
     """'1h30m' -> 5400."""
-    parts = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?", duration).groups()
+    match = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?", duration)
+    if match is None:
+        raise ValueError(f"{duration!r} is not a duration")
+    parts = match.groups()
     return float(sum(int(p or 0) * f for p, f in zip(parts, (3600, 60, 1), strict=True)))
 
 
@@ -317,8 +328,8 @@ class WebhookSpec(_Model):
 class NotifySpec(_Model):
     """Messages when a trial's training ends."""
 
-    on: list[Literal["Succeeded", "Failed", "Diverged"]] = Field(
-        default_factory=lambda: ["Succeeded", "Failed", "Diverged"], min_length=1, description="Events that send."
+    on: list[NotifyEvent] = Field(
+        default_factory=lambda: list(NOTIFY_EVENTS), min_length=1, description="Events that send."
     )
     email: EmailSpec | None = None
     webhook: WebhookSpec | None = None
@@ -465,7 +476,7 @@ def _field_path(loc: tuple) -> str:
     return path
 
 
-def _message(err: dict) -> str:
+def _message(err: ErrorDetails) -> str:
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
         return "unknown field (not part of the Experiment spec)"

@@ -329,16 +329,16 @@ def _float_index(t: ApType, table_size: int) -> Callable[[np.ndarray], np.ndarra
     scale, mask = 2.0 ** (n - t.width), (1 << n) - 1
     if not t.signed:  # 0 <= top < 2^n: the conversion's truncation is the floor, and no bits to mask
 
-        def index(v):
+        def unsigned_index(v):
             v *= scale
             return v.astype(np.intp)
-        return index
+        return unsigned_index
 
-    def index(v):
+    def signed_index(v):
         v *= scale
         np.floor(v, out=v)
         return v.astype(np.intp) & mask
-    return index
+    return signed_index
 
 
 DIRECT_TABLE_LIMIT = 1 << 20  # entries (8 MiB of float64)
@@ -569,10 +569,11 @@ def _softmax_layer(name, x_range, in_t, out_t, cfg, types) -> Layer:
     if cfg.get("n_in") != cfg.get("n_slice") or cfg.get("n_outer", "1") != "1":
         raise NotImplementedError(f"{what}: a multi-dimensional softmax")
     scale = cfg.get("exp_scale", "1.0")
+    exp_table_t, inv_table_t, accum_t, inv_inp_t, inp_norm_t = (
+        parse_type(types[cfg[k]]) for k in ("exp_table_t", "inv_table_t", "accum_t", "inv_inp_t", "inp_norm_t"))
     config = SoftmaxConfig(
         int(cfg["exp_table_size"]), int(cfg["inv_table_size"]), float(np.float32(float(scale.rstrip("fF")))),
-        *(parse_type(types[cfg[k]]) for k in ("exp_table_t", "inv_table_t", "accum_t", "inv_inp_t", "inp_norm_t")),
-        implementation=implementation,
+        exp_table_t, inv_table_t, accum_t, inv_inp_t, inp_norm_t, implementation=implementation,
     )
     return softmax_layer(name, x_range, in_t, out_t, config, int(cfg["n_in"]))
 
