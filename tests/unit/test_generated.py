@@ -57,3 +57,18 @@ def test_v2_stubs_import_through_the_package():
 
     assert grpc_predict_v2_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name == "inference.GRPCInferenceService"
     assert hasattr(grpc_predict_v2_pb2_grpc, "GRPCInferenceServiceStub")
+
+
+def test_the_inference_pins_admit_no_runtime_older_than_the_stubs_need():
+    """The v2 stubs refuse at import a grpcio or protobuf older than the ones that generated them; the
+    inference distribution's floors are those versions, and `make proto` uses the same grpcio-tools."""
+    import re
+
+    stubs = ROOT / "services" / "inference" / "fpgaflow_inference" / "v2"
+    grpc_version = re.search(r"GRPC_GENERATED_VERSION = '([\d.]+)'", (stubs / "grpc_predict_v2_pb2_grpc.py").read_text())[1]
+    protobuf_version = re.search(r"Protobuf Python Version: ([\d.]+)", (stubs / "grpc_predict_v2_pb2.py").read_text())[1]
+    pins = (ROOT / "services" / "inference" / "pyproject.toml").read_text()
+    assert f'"grpcio>={grpc_version},' in pins
+    assert f'"grpcio-health-checking>={grpc_version},' in pins and f'"grpcio-reflection>={grpc_version},' in pins
+    assert f'"protobuf>={protobuf_version},' in pins
+    assert f'"grpcio-tools=={grpc_version}"' in (ROOT / "pyproject.toml").read_text()
