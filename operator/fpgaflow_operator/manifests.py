@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 GROUP = "fpgaflow.io"
 LABEL_EXPERIMENT = f"{GROUP}/experiment"
@@ -44,6 +45,7 @@ class ClusterSettings:
     max_running_trials: int = 4
     trainer_secrets: list[str] = field(default_factory=list)  # Secrets the train pods get as environment (SMTP login)
     stage_retries: int = 3  # restarts of a stage pod that was killed (OOM, SIGKILL); it resumes from its checkpoint
+    reconcile_interval: float = 5.0  # seconds between two reconciliations of an Experiment
 
 
 def child_name(*parts: str) -> str:
@@ -90,7 +92,7 @@ def stage_job(settings: ClusterSettings, namespace: str, experiment: str, trial:
     volume, mount = _volume(settings)
     pod_security, container_security = _pod_security()
     folder = trial_dir(settings, namespace, experiment, trial)
-    container = {
+    container: dict[str, Any] = {
         "name": stage,
         "image": settings.images[stage],
         "imagePullPolicy": settings.image_pull_policy,
@@ -136,7 +138,7 @@ def server_deployment(settings: ClusterSettings, namespace: str, experiment: str
     pod_security, container_security = _pod_security()
     folder = trial_dir(settings, namespace, experiment, trial)
     selector = labels(experiment, trial, target=target)
-    container = {
+    container: dict[str, Any] = {
         "name": "server",
         "image": settings.images["serve"],
         "imagePullPolicy": settings.image_pull_policy,
