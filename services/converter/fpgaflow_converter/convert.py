@@ -5,7 +5,10 @@ from __future__ import annotations
 import math
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -21,6 +24,9 @@ from fpgaflow_converter import export, trace
 from fpgaflow_converter.config import hls_config
 from fpgaflow_converter.estimate import estimate as estimate_resources
 from fpgaflow_converter.estimate import layers_from_hls_model
+
+if TYPE_CHECKING:
+    import keras
 
 PROJECT = "myproject"
 # Test samples on which the vectorized emulator's outputs are checked against hls4ml's own C simulation
@@ -121,38 +127,89 @@ def _check(report: dict, hls: HLSSpec) -> None:
         )
 
 
-def run(trial: TrialDir, out: Path) -> dict:
-    import hls4ml
+@dataclass(frozen=True)
+class Inputs:
+    """What the stage converts and checks: the trained model, the spec's hls settings and the scaled test set."""
 
+    model: keras.Model
+    hls: HLSSpec
+    quantized: bool  # quantize.method qat: the model's quantizers carry the HLS types
+    x: np.ndarray  # the first EVALUATION_SAMPLES test samples, scaled as in training
+    y: np.ndarray  # their labels
+
+
+@dataclass(frozen=True)
+class Converted:
+    """The compiled hls4ml model, its project folder, whether it records per-layer outputs, its compile time."""
+
+    hls_model: Any
+    project_dir: Path
+    traced: bool
+    compile_seconds: float
+
+
+def run(trial: TrialDir, out: Path) -> dict:
+    """The convert stage: the trained model converted with the spec's hls settings and compiled, its emulation
+    checked against the float model, then packaged as an emulator and exported as an HLS project."""
+    import hls4ml  # slow to import: only when the stage runs; the steps that call it get it from here
+
+    inputs = _load_inputs(trial, out)
+    config, corrections = _configure(hls4ml, inputs)
+    converted = _convert_and_compile(hls4ml, inputs, config, out)
+    report, emulated = _fidelity_report(trial, inputs, converted, out)
+    resources, timing = _write_and_check(inputs, converted, config, report, out)
+    _package_emulator(inputs, converted, emulated, timing, hls4ml.__version__, out)
+    _export_project(trial, inputs.hls, converted.project_dir, out)
+    return _summary(trial, report, resources, corrections, timing, converted.project_dir)
+
+
+def _load_inputs(trial: TrialDir, out: Path) -> Inputs:
+    """The train stage's model, scaler and test set; a binary model is exported in the BNN layout instead,
+    and the stage stops there (StageError BinaryExportOnly)."""
     spec = trial.spec()
-    hls = spec.hls
     train_dir = trial.stage_dir("train")
     if not trial.done("train"):
         raise MissingArtifact(f"{train_dir} has no finished training; run the train stage first")
     model = keras_model.load_model(train_dir / "model.keras")
     if spec.model.type == "binary":  # packed weights and thresholds in the BNN-PYNQ/FINN layout
         export.export_bnn(model, out / "bnn")
-        raise StageError(f"the BNN export (BNN-PYNQ/FINN layout, docs/exports.md) is in {out / 'bnn'}; hls4ml 1.3 does "
-                         "not convert fpgaflow's binary layers (BinaryDense, SignActivation), so there is no emulation to check "
-                         "or serve", reason="BinaryExportOnly")
-    quantized = keras_model.is_qat(model)  # quantize.method qat: the model's quantizers carry the HLS types
+        raise StageError(f"the BNN export (BNN-PYNQ/FINN layout, docs/exports.md) is in {out / 'bnn'}; "
+                         "hls4ml 1.3 does not convert fpgaflow's binary layers (BinaryDense, "
+                         "SignActivation), so there is no emulation to check or serve",
+                         reason="BinaryExportOnly")
+    quantized = keras_model.is_qat(model)
     scaler = Scaler.load(train_dir / "scaler.json")
     testset = np.load(train_dir / "testset.npz")
     x = scaler.apply(testset["x"][:EVALUATION_SAMPLES])
     y = testset["y"][:EVALUATION_SAMPLES]
+    return Inputs(model, spec.hls, quantized, x, y)
 
+
+def _configure(hls4ml: ModuleType, inputs: Inputs) -> tuple[dict, list[dict]]:
+    """hls4ml's per-layer configuration with the spec's settings (``hls_config``), its invalid reuse factors
+    corrected (each correction printed), and the list of corrections."""
+    hls, model = inputs.hls, inputs.model
     base = hls4ml.utils.config_from_keras_model(
-        model, granularity="name", default_precision=hls.precision, default_reuse_factor=hls.reuse_factor, backend=hls.backend
+        model, granularity="name", default_precision=hls.precision, default_reuse_factor=hls.reuse_factor,
+        backend=hls.backend,
     )
-    config = hls_config(base, hls, n_classes=int(model.outputs[0].shape[-1]), quantized=quantized)
-    corrections = correct_reuse_factors(config, multiplier_shapes(model), hls4ml.backends.get_backend(hls.backend))
+    config = hls_config(base, hls, n_classes=int(model.outputs[0].shape[-1]), quantized=inputs.quantized)
+    backend = hls4ml.backends.get_backend(hls.backend)
+    corrections = correct_reuse_factors(config, multiplier_shapes(model), backend)
     for c in corrections:
-        print(f"convert: reuse factor {c['asked']} of {c['layer']} ({c['shape'][0]}x{c['shape'][1]}) is not valid "
-              f"by hls4ml's rule; {c['used']} is used instead")
+        print(f"convert: reuse factor {c['asked']} of {c['layer']} ({c['shape'][0]}x{c['shape'][1]}) "
+              f"is not valid by hls4ml's rule; {c['used']} is used instead")
+    return config, corrections
+
+
+def _convert_and_compile(hls4ml: ModuleType, inputs: Inputs, config: dict, out: Path) -> Converted:
+    """The model converted into a fresh hls4ml project (out/hls4ml_prj), traced per layer where the design is
+    io_parallel, and compiled into its C simulation."""
+    hls = inputs.hls
     project_dir = out / "hls4ml_prj"
     shutil.rmtree(project_dir, ignore_errors=True)
     hls_model = hls4ml.converters.convert_from_keras_model(
-        model,
+        inputs.model,
         hls_config=config,
         output_dir=str(project_dir),
         project_name=PROJECT,
@@ -166,52 +223,77 @@ def run(trial: TrialDir, out: Path) -> dict:
         trace.enable_trace(hls_model)  # per-layer outputs from the same compile (C simulation only)
     started = time.perf_counter()
     hls_model.compile()
-    compile_seconds = time.perf_counter() - started
+    return Converted(hls_model, project_dir, traced, time.perf_counter() - started)
 
+
+def _fidelity_report(trial: TrialDir, inputs: Inputs, converted: Converted,
+                     out: Path) -> tuple[dict, np.ndarray]:
+    """The float model against the emulation on the test set (``fidelity``), with how it was emulated, the
+    per-class AUCs of both, bit-exactness for a QAT model and, when traced, the per-layer trace, its diagnosis
+    and out/profiling.png. Returns the report and the emulated outputs."""
+    model, x, y = inputs.model, inputs.x, inputs.y
     reference = model.predict(x, batch_size=4096, verbose=0)
-    emulated, emulation = emulate(project_dir, hls_model.predict, x)
+    emulated, emulation = emulate(converted.project_dir, converted.hls_model.predict, x)
     emulated = emulated.reshape(reference.shape)
     report = fidelity(reference, emulated, y)
     report.update(
         {
             "emulation": emulation,
             "emulation_samples_per_second": emulation["samples_per_second"],
-            "compile_seconds": round(compile_seconds, 2),
-            "threshold": hls.min_agreement,
+            "compile_seconds": round(converted.compile_seconds, 2),
+            "threshold": inputs.hls.min_agreement,
         }
     )
-    classes = ((trial.result("train") or {}).get("dataset") or {}).get("classes") or [str(i) for i in range(reference.shape[1])]
+    dataset = (trial.result("train") or {}).get("dataset") or {}
+    classes = dataset.get("classes") or [str(i) for i in range(reference.shape[1])]
     report["per_class_auc"] = {"float": per_class_auc(y, reference, classes),
                                "emulated": per_class_auc(y, emulated, classes)}
-    if quantized:
+    if inputs.quantized:
         report["bit_exact"] = bool(np.array_equal(reference, emulated))
-    if traced:
+    if converted.traced:
         probe = x[: trace.TRACE_SAMPLES]
-        report["layers"] = trace.layer_trace(model, hls_model, probe)
+        report["layers"] = trace.layer_trace(model, converted.hls_model, probe)
         report["diagnosis"] = trace.diagnose(report["layers"])
-        trace.profiling_plot(model, hls_model, probe, out / "profiling.png")
-    resources = estimate_resources(layers_from_hls_model(hls_model), hls.clock_period, hls.io_type)
+        trace.profiling_plot(model, converted.hls_model, probe, out / "profiling.png")
+    return report, emulated
+
+
+def _write_and_check(inputs: Inputs, converted: Converted, config: dict, report: dict,
+                     out: Path) -> tuple[dict, dict]:
+    """estimate.json, fidelity.json and hls_config.json written; then the fidelity checked (``_check``, and
+    bit-exactness for a QAT model), raising FidelityError; then timing.json. Returns the estimate and the
+    timing."""
+    hls = inputs.hls
+    resources = estimate_resources(layers_from_hls_model(converted.hls_model), hls.clock_period, hls.io_type)
     write_json(out / "estimate.json", resources)
     write_json(out / "fidelity.json", report)
     write_json(out / "hls_config.json", config)
     _check(report, hls)
-    if quantized and not report["bit_exact"]:
-        raise FidelityError(f"the emulation differs from the QAT model's own outputs by up to {report['max_abs_error']:g}: "
-                            "hls4ml should convert an HGQ2 model bit-exactly")
+    if inputs.quantized and not report["bit_exact"]:
+        raise FidelityError("the emulation differs from the QAT model's own outputs by up to "
+                            f"{report['max_abs_error']:g}: hls4ml should convert an HGQ2 model bit-exactly")
     timing = device_timing(resources)
     write_json(out / "timing.json", timing)
+    return resources, timing
 
+
+def _package_emulator(inputs: Inputs, converted: Converted, emulated: np.ndarray, timing: dict,
+                      hls4ml_version: str, out: Path) -> None:
+    """out/emulator: the compiled C simulation's library with its manifest; a fresh load of it must reproduce
+    the emulated outputs just checked (FidelityError otherwise)."""
+    hls, project_dir = inputs.hls, converted.project_dir
     emulator_dir = out / "emulator"
     shutil.rmtree(emulator_dir, ignore_errors=True)
     emulator_dir.mkdir()
-    stamp = hls_model.config.get_config_value("Stamp")
-    library = shutil.copy2(project_dir / "firmware" / f"{PROJECT}-{stamp}.so", emulator_dir / f"lib{PROJECT}-{stamp}.so")
+    stamp = converted.hls_model.config.get_config_value("Stamp")
+    library = shutil.copy2(project_dir / "firmware" / f"{PROJECT}-{stamp}.so",
+                           emulator_dir / f"lib{PROJECT}-{stamp}.so")
     write_manifest(
         emulator_dir,
         Path(library),
         PROJECT,
-        input_size=x.shape[1],
-        output_size=reference.shape[1],
+        input_size=inputs.x.shape[1],
+        output_size=emulated.shape[1],
         info={
             "weights_dir": str((project_dir / "firmware" / "weights").resolve()),
             "precision": hls.precision,
@@ -219,22 +301,33 @@ def run(trial: TrialDir, out: Path) -> dict:
             "strategy": hls.strategy,
             "io_type": hls.io_type,
             "clock_period_ns": hls.clock_period,
-            "hls4ml_version": hls4ml.__version__,
+            "hls4ml_version": hls4ml_version,
             "timing": timing,
         },
     )
     # The artifact must reproduce the check just made, from a fresh load.
-    probe = x[:256]
+    probe = inputs.x[:256]
     if not np.array_equal(load_emulator(emulator_dir).predict(probe), emulated[: len(probe)]):
         raise FidelityError("the emulator artifact does not reproduce hls4ml's predictions")
 
-    # what a user with the vendor tools synthesizes: exactly the project that was emulated, plus build.sh
+
+def _export_project(trial: TrialDir, hls: HLSSpec, project_dir: Path, out: Path) -> None:
+    """What a user with the vendor tools synthesizes: exactly the project that was emulated, plus build.sh,
+    packed as out/hls4ml_prj.tar.gz."""
     export.write_build_script(project_dir, PROJECT, hls.part, hls.clock_period, hls.backend)
-    export.pack_project(project_dir, out / "hls4ml_prj.tar.gz", f"{trial.experiment}-{trial.root.name}-hls4ml_prj")
+    arcname = f"{trial.experiment}-{trial.root.name}-hls4ml_prj"
+    export.pack_project(project_dir, out / "hls4ml_prj.tar.gz", arcname)
+
+
+def _summary(trial: TrialDir, report: dict, resources: dict, corrections: list[dict], timing: dict,
+             project_dir: Path) -> dict:
+    """The stage's result: the fidelity report without its per-layer trace (that is in fidelity.json), the
+    estimate's total, the reuse-factor corrections, the timing and where the artifacts are."""
     return {
-        "fidelity": {k: v for k, v in report.items() if k != "layers"},  # the per-layer trace is in fidelity.json
+        "fidelity": {k: v for k, v in report.items() if k != "layers"},
         "estimate": resources["total"],
-        "reuse_factor_corrections": [{k: c[k] for k in ("layer", "asked", "used", "shape")} for c in corrections],
+        "reuse_factor_corrections": [{k: c[k] for k in ("layer", "asked", "used", "shape")}
+                                     for c in corrections],
         "timing": {k: timing[k] for k in ("latency_cycles", "ii_cycles", "latency_ns", "ii_ns")},
         "project": str(project_dir.relative_to(trial.root)),
         "tarball": "convert/hls4ml_prj.tar.gz",

@@ -23,7 +23,7 @@ from fpgaflow.trial import KERAS_ARTIFACTS, TrialDir, write_json
 from fpgaflow_trainer import qat
 from fpgaflow_trainer.checkpoint import Checkpointer, ResumedEarlyStopping, latest, latest_epoch, restore_rng
 from fpgaflow_trainer.command import run_command
-from fpgaflow_trainer.datasets import load_dataset
+from fpgaflow_trainer.datasets import Dataset, load_dataset
 from fpgaflow_trainer.diagnostics import Diagnostics
 from fpgaflow_trainer.epochstats import EpochStatistics
 from fpgaflow_trainer.hostmon import HostSampler
@@ -117,20 +117,89 @@ def planned_epochs(spec: ExperimentSpec) -> int:
     return spec.train.epochs + (spec.quantize.epochs if spec.quantize.method == "qat" else 0)
 
 
-def train_keras(trial: TrialDir, spec: ExperimentSpec, out: Path, metrics_address: tuple[str, int] | None, host: Host) -> dict:
+@dataclass(frozen=True)
+class Start:
+    """Where training starts: a new compiled model at epoch 0 with no state, or a killed run's model, the epoch
+    of its last checkpoint and the state saved with it (phase, history, early-stopping counters, RNG)."""
+
+    model: keras.Model
+    epoch: int
+    state: dict
+
+    @property
+    def in_qat(self) -> bool:
+        """Whether the checkpoint resumed is of the fixed-point (qat) phase."""
+        return self.state.get("phase") == "qat"
+
+
+@dataclass(frozen=True)
+class FitSets:
+    """The scaled data in the model's input shape: the training set split into the part fitted and the part
+    validating, and the test set."""
+
+    x_fit: np.ndarray
+    y_fit: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+
+@dataclass(frozen=True)
+class Loop:
+    """The callbacks of both phases' fits, and those the trainer reads or steers between the phases."""
+
+    recorder: HistoryRecorder
+    diagnostics: Diagnostics
+    checkpointer: Checkpointer
+    early_stopping: ResumedEarlyStopping | None
+    callbacks: list[keras.callbacks.Callback]
+
+
+def train_keras(trial: TrialDir, spec: ExperimentSpec, out: Path, metrics_address: tuple[str, int] | None,
+                host: Host) -> dict:
     """Float training, then (quantize.method qat) fine-tuning in fixed point, epochs numbered on; pruned
     on the spec's schedule through both; checkpointed every epoch and resumed from the last one."""
     qat.check_spec(spec)  # a QAT spec that cannot be built is refused before any training
-    monitor = None
-    if metrics_address is not None:
-        monitor = TrainingMetrics(trial.experiment, trial.root.name)
-        monitor.serve(metrics_address[1], host=metrics_address[0])
+    monitor = _serve_metrics(trial, metrics_address)
+    data, scaler = _load_data(spec)
+    x_train, x_test = scaler.apply(data.x_train), scaler.apply(data.x_test)
+    checkpoints = out / "checkpoints"
+    start = _build_or_resume(spec, data, checkpoints)
+    # flat for mlp/binary, images for cnn/resnet
+    x_train, x_test = model_input(start.model, x_train), model_input(start.model, x_test)
+    _recheck_duration(spec, out, host, start, x_train, data.y_train)
+    sets = _split(spec, x_train, data.y_train, x_test, data.y_test)
+    loop = _callbacks(spec, out, checkpoints, start.state, sets, data.classes, monitor)
+    started = time.perf_counter()
+    model = _train_phases(spec, out, host, monitor, start, sets, loop)
+    seconds = time.perf_counter() - started
+    _raise_if_diverged(loop.diagnostics, checkpoints)
+    accuracy = accuracy_on(model, sets.x_test, sets.y_test)
+    _save_artifacts(trial, out, model, scaler, data, checkpoints, loop.recorder.epochs)
+    return _result(spec, data, model, accuracy, seconds, start.epoch, loop)
+
+
+def _serve_metrics(trial: TrialDir, metrics_address: tuple[str, int] | None) -> TrainingMetrics | None:
+    """The live training metrics, served at ``metrics_address`` (host, port); None without an address."""
+    if metrics_address is None:
+        return None
+    monitor = TrainingMetrics(trial.experiment, trial.root.name)
+    monitor.serve(metrics_address[1], host=metrics_address[0])
+    return monitor
+
+
+def _load_data(spec: ExperimentSpec) -> tuple[Dataset, Scaler]:
+    """The data set, loaded after seeding Keras' random generators with its seed, and the scaler fitted on
+    its training set."""
     keras.utils.set_random_seed(spec.dataset.seed)
     data = load_dataset(spec.dataset)
-    scaler = Scaler.fit(data.x_train, data.features)
-    x_train, x_test = scaler.apply(data.x_train), scaler.apply(data.x_test)
+    return data, Scaler.fit(data.x_train, data.features)
 
-    checkpoints = out / "checkpoints"
+
+def _build_or_resume(spec: ExperimentSpec, data: Dataset, checkpoints: Path) -> Start:
+    """The spec's model, built and compiled, at epoch 0; or, after a killed run, its last checkpoint's
+    weights, optimizer, history and counters, with the numpy random state restored."""
     resumed = latest(checkpoints)
     if resumed is None:
         model = build_model(spec.model, data.shape, len(data.classes))
@@ -139,21 +208,40 @@ def train_keras(trial: TrialDir, spec: ExperimentSpec, out: Path, metrics_addres
             loss="sparse_categorical_crossentropy",
             metrics=["accuracy"],
         )
-        first_epoch, state = 0, {}
-    else:  # a killed run: weights, optimizer, history and counters from its last epoch
-        model, first_epoch, state = resumed.model, resumed.epoch, resumed.state
-        restore_rng(state)
-        print(f"train: resuming from the checkpoint of epoch {first_epoch} ({state['phase']}) in {checkpoints}")
-    x_train, x_test = model_input(model, x_train), model_input(model, x_test)  # flat for mlp/binary, images for cnn/resnet
-    if spec.preconditions.max_duration and first_epoch < planned_epochs(spec):
-        estimate = estimate_training_seconds(model, x_train, data.y_train, spec.train.batch_size,
-                                             planned_epochs(spec) - first_epoch, spec.train.validation_fraction)
-        host.facts["preconditions"] = {**check(spec, out, host.facts.get("gpus", []), estimate["seconds"]), "estimate": estimate}
+        return Start(model, 0, {})
+    restore_rng(resumed.state)
+    print(f"train: resuming from the checkpoint of epoch {resumed.epoch} ({resumed.state['phase']}) "
+          f"in {checkpoints}")
+    return Start(resumed.model, resumed.epoch, resumed.state)
+
+
+def _recheck_duration(spec: ExperimentSpec, out: Path, host: Host, start: Start, x_train: np.ndarray,
+                      y_train: np.ndarray) -> None:
+    """With preconditions.maxDuration and epochs left to train: the preconditions checked again with the
+    estimated duration of those epochs (raising PreconditionFailed when short), the facts in host.json."""
+    if spec.preconditions.max_duration and start.epoch < planned_epochs(spec):
+        left = planned_epochs(spec) - start.epoch
+        estimate = estimate_training_seconds(start.model, x_train, y_train, spec.train.batch_size, left,
+                                             spec.train.validation_fraction)
+        facts = check(spec, out, host.facts.get("gpus", []), estimate["seconds"])
+        host.facts["preconditions"] = {**facts, "estimate": estimate}
         host.write()
+
+
+def _split(spec: ExperimentSpec, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
+           y_test: np.ndarray) -> FitSets:
+    """The training set split at ``validation_split``: the last train.validationFraction validates."""
     split = validation_split(len(x_train), spec.train.validation_fraction)
-    x_fit, y_fit, x_val, y_val = x_train[:split], data.y_train[:split], x_train[split:], data.y_train[split:]
+    return FitSets(x_train[:split], y_train[:split], x_train[split:], y_train[split:], x_test, y_test)
+
+
+def _callbacks(spec: ExperimentSpec, out: Path, checkpoints: Path, state: dict, sets: FitSets,
+               classes: tuple[str, ...], monitor: TrainingMetrics | None) -> Loop:
+    """The callbacks of the fits: the history recorder with its per-epoch statistics, the diagnostics, the
+    checkpointer, the pruner (train.pruning), the live-metrics reporter (with a monitor) and early stopping
+    (train.earlyStopping, of the float phase), each continuing from a resumed ``state``."""
     probe = min(GRADIENT_PROBE, spec.train.batch_size)
-    statistics = EpochStatistics(x_val, y_val, x_fit[:probe], y_fit[:probe], data.classes)
+    statistics = EpochStatistics(sets.x_val, sets.y_val, sets.x_fit[:probe], sets.y_fit[:probe], classes)
     recorder = HistoryRecorder(out / "history.json", planned_epochs(spec), state.get("history"), statistics)
     diagnostics = Diagnostics(recorder.epochs, spec.train.diagnostics)
     checkpointer = Checkpointer(checkpoints, recorder.epochs, healthy=lambda: diagnostics.diagnosis is None,
@@ -164,62 +252,107 @@ def train_keras(trial: TrialDir, spec: ExperimentSpec, out: Path, metrics_addres
     if spec.train.pruning is not None:  # one pruner for both phases: the fixed-point model keeps the zeros
         callbacks.append(Pruner(spec.train.pruning, spec.train.epochs))
     if monitor is not None:
-        callbacks.append(MetricsReporter(monitor, planned_epochs(spec), len(x_fit), recorder.epochs))
+        callbacks.append(MetricsReporter(monitor, planned_epochs(spec), len(sets.x_fit), recorder.epochs))
     early_stopping = None
     if spec.train.early_stopping:  # of the float phase; fine-tuning runs its few epochs
-        early_stopping = ResumedEarlyStopping(state.get("early_stopping"), patience=spec.train.early_stopping.patience,
+        early_stopping = ResumedEarlyStopping(state.get("early_stopping"),
+                                              patience=spec.train.early_stopping.patience,
                                               restore_best_weights=True)
         checkpointer.early_stopping = early_stopping
+    return Loop(recorder, diagnostics, checkpointer, early_stopping, callbacks)
 
-    def fit(first: int, last: int, more: list[keras.callbacks.Callback]) -> None:
-        model.fit(x_fit, y_fit, epochs=last, initial_epoch=first, batch_size=spec.train.batch_size,
-                  validation_data=(x_val, y_val), callbacks=callbacks + more, verbose=0)
 
-    started = time.perf_counter()
+def _fit(spec: ExperimentSpec, model: keras.Model, sets: FitSets, loop: Loop, first: int, last: int,
+         more: list[keras.callbacks.Callback]) -> None:
+    """``model.fit`` from epoch ``first`` to ``last`` with the loop's callbacks and ``more``."""
+    model.fit(sets.x_fit, sets.y_fit, epochs=last, initial_epoch=first, batch_size=spec.train.batch_size,
+              validation_data=(sets.x_val, sets.y_val), callbacks=loop.callbacks + more, verbose=0)
+
+
+def _train_phases(spec: ExperimentSpec, out: Path, host: Host, monitor: TrainingMetrics | None, start: Start,
+                  sets: FitSets, loop: Loop) -> keras.Model:
+    """The float phase, then the fixed-point one, while the host is sampled; the samples go to host.json
+    however training ends. Returns the model trained last."""
     sampler = HostSampler(out, metrics=monitor, gpus=host.facts.get("gpus"))
     try:
         with sampler:
-            in_qat = state.get("phase") == "qat"
-            if not in_qat and first_epoch < spec.train.epochs:
-                fit(first_epoch, spec.train.epochs, [early_stopping] if early_stopping else [])
-            if spec.quantize.method == "qat" and diagnostics.diagnosis is None:
-                if not in_qat:
-                    checkpointer.extra["accuracy_float"] = accuracy_on(model, x_test, data.y_test)
-                    model = qat.to_qat(model, spec)
-                qat_start = next((row["epoch"] - 1 for row in recorder.epochs if row.get("phase") == "qat"),
-                                 recorder.epochs[-1]["epoch"] if recorder.epochs else 0)
-                recorder.phase = checkpointer.phase = "qat"
-                print(f"train: fine-tuning in fixed point (quantize.method qat) for {spec.quantize.epochs} epochs")
-                fit(first_epoch if in_qat else qat_start, qat_start + spec.quantize.epochs, [])
+            _float_phase(spec, start, sets, loop)
+            return _qat_phase(spec, start, sets, loop)
     finally:
         host.facts["sampling"] = sampler.stop()
         host.write()
-    seconds = time.perf_counter() - started
-    if diagnostics.diagnosis is not None:
-        found = diagnostics.diagnosis
-        kept = f"the last good checkpoint is in {checkpoints}" if latest_epoch(checkpoints) else "no epoch before it finished"
-        raise Diverged(f"stopped at epoch {found.epoch}: {found.message}; {kept}")
-    accuracy = accuracy_on(model, x_test, data.y_test)
 
+
+def _float_phase(spec: ExperimentSpec, start: Start, sets: FitSets, loop: Loop) -> None:
+    """The float model trained up to train.epochs (with early stopping where the spec asks), unless those
+    epochs are done or the run resumed in the fixed-point phase."""
+    if not start.in_qat and start.epoch < spec.train.epochs:
+        _fit(spec, start.model, sets, loop, start.epoch, spec.train.epochs,
+             [loop.early_stopping] if loop.early_stopping else [])
+
+
+def _qat_phase(spec: ExperimentSpec, start: Start, sets: FitSets, loop: Loop) -> keras.Model:
+    """With quantize.method qat and no diagnosis: the float model's test accuracy kept and the model made
+    fixed point (unless resumed in this phase), then fine-tuned for quantize.epochs, numbered on from the
+    float phase's last epoch. Returns the model trained: the fixed-point one, else the float one."""
+    model = start.model
+    if spec.quantize.method != "qat" or loop.diagnostics.diagnosis is not None:
+        return model
+    if not start.in_qat:
+        loop.checkpointer.extra["accuracy_float"] = accuracy_on(model, sets.x_test, sets.y_test)
+        model = qat.to_qat(model, spec)
+    epochs = loop.recorder.epochs
+    qat_start = next((row["epoch"] - 1 for row in epochs if row.get("phase") == "qat"),
+                     epochs[-1]["epoch"] if epochs else 0)
+    loop.recorder.phase = loop.checkpointer.phase = "qat"
+    print(f"train: fine-tuning in fixed point (quantize.method qat) for {spec.quantize.epochs} epochs")
+    first = start.epoch if start.in_qat else qat_start
+    _fit(spec, model, sets, loop, first, qat_start + spec.quantize.epochs, [])
+    return model
+
+
+def _raise_if_diverged(diagnostics: Diagnostics, checkpoints: Path) -> None:
+    """Diverged, saying at which epoch and why, when the diagnostics stopped training."""
+    found = diagnostics.diagnosis
+    if found is not None:
+        kept = (f"the last good checkpoint is in {checkpoints}" if latest_epoch(checkpoints)
+                else "no epoch before it finished")
+        raise Diverged(f"stopped at epoch {found.epoch}: {found.message}; {kept}")
+
+
+def _save_artifacts(trial: TrialDir, out: Path, model: keras.Model, scaler: Scaler, data: Dataset,
+                    checkpoints: Path, epochs: list[dict]) -> None:
+    """model.keras, scaler.json, testset.npz and dataset.json written; the checkpoints removed (a forced
+    rerun starts afresh); the training curves plotted in training.png."""
     model.save(out / "model.keras")
     scaler.save(out / "scaler.json")
-    # raw (unscaled) samples in the shape the model takes: what the converter, the servers and the bench feed it
-    np.savez_compressed(out / "testset.npz", x=model_input(model, data.x_test).astype(np.float32), y=data.y_test)
+    # raw (unscaled) samples in the shape the model takes: what the converter, the servers and the bench
+    # feed it
+    x_test = model_input(model, data.x_test).astype(np.float32)
+    np.savez_compressed(out / "testset.npz", x=x_test, y=data.y_test)
     write_json(out / "dataset.json", data.describe())
-    shutil.rmtree(checkpoints)  # the finished model is saved; a forced rerun starts afresh
-    plot_training(recorder.epochs, out / "training.png", title=f"{trial.experiment} / {trial.root.name}")
+    shutil.rmtree(checkpoints)
+    plot_training(epochs, out / "training.png", title=f"{trial.experiment} / {trial.root.name}")
+
+
+def _result(spec: ExperimentSpec, data: Dataset, model: keras.Model, accuracy: float, seconds: float,
+            first_epoch: int, loop: Loop) -> dict:
+    """The stage's result: test accuracy, epochs, where it resumed, training time, parameters and data set;
+    the float and fixed-point accuracies with quantize.method qat, the final sparsity with pruning."""
+    epochs = loop.recorder.epochs
     result = {
         "accuracy": accuracy,
-        "epochs": len(recorder.epochs),
+        "epochs": len(epochs),
         "resumed_from_epoch": first_epoch or None,
         "train_seconds": round(seconds, 2),
         "parameters": int(model.count_params()),
         "dataset": data.describe(),
     }
     if spec.quantize.method == "qat":
-        result.update(quantized=True, accuracy_float=checkpointer.extra["accuracy_float"], accuracy_qat=accuracy)
+        accuracy_float = loop.checkpointer.extra["accuracy_float"]
+        result.update(quantized=True, accuracy_float=accuracy_float, accuracy_qat=accuracy)
     if spec.train.pruning is not None:
-        result["sparsity"] = recorder.epochs[-1]["sparsity"]
+        result["sparsity"] = epochs[-1]["sparsity"]
     return result
 
 
