@@ -159,7 +159,7 @@ def add_stage_arguments(p: argparse.ArgumentParser, required: bool = True) -> No
     p.add_argument("--force", action="store_true", help="redo the stage even when it finished before")
 
 
-def _not_installed(command: str, distribution: str):
+def _not_installed(distribution: str):
     def fn(args) -> int:
         raise NotInstalled(f"this command needs the {distribution} distribution, which is not installed here "
                            f"(pip install {distribution}, or `make install` in a checkout)")
@@ -174,7 +174,7 @@ def add_service_commands(sub: argparse._SubParsersAction) -> None:
     for command, distribution in SERVICE_COMMANDS.items():
         if command not in sub.choices:
             p = sub.add_parser(command, help=f"(not installed: needs {distribution})", add_help=False)
-            p.set_defaults(fn=_not_installed(command, distribution), any_arguments=True)
+            p.set_defaults(fn=_not_installed(distribution), any_arguments=True)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -5,6 +5,8 @@
 <trial>/<stage>/result.json  written last by a stage that finished: its presence means done
 <trial>/<stage>/error.json   written by a stage that failed: reason and one-line message
 <trial>/<stage>/log.txt      what the stage printed (written by whoever started it)
+<trial>/serve/<target>/server.json  written by a server once it answers (health SERVING): address, back end
+<trial>/serve/<target>/error.json   written by a server that could not start (reason Unavailable: no such device)
 ```
 """
 
