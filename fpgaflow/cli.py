@@ -18,12 +18,10 @@ from pathlib import Path
 
 from fpgaflow import __version__
 from fpgaflow.errors import FpgaflowError, NotInstalled
+from fpgaflow.trial import STAGE_SERVICE
 
 DEFAULT_HOME = "fpgaflow-runs"
 COMMAND_GROUP = "fpgaflow.commands"  # entry points: NAME = "module:register", register(subparsers) adds commands
-# The commands each service distribution adds, for the message where one is missing.
-SERVICE_COMMANDS = {"train": "fpgaflow-trainer", "convert": "fpgaflow-converter", "serve": "fpgaflow-inference",
-                    "bench": "fpgaflow-inference"}
 
 
 def _home(args) -> Path:
@@ -171,8 +169,9 @@ def add_service_commands(sub: argparse._SubParsersAction) -> None:
     """The commands of the installed services (entry points), then a placeholder for each missing one."""
     for entry in sorted(metadata.entry_points(group=COMMAND_GROUP), key=lambda e: e.name):
         entry.load()(sub)
-    for command, distribution in SERVICE_COMMANDS.items():
+    for command, service in STAGE_SERVICE.items():  # the stage commands: fpgaflow-<service> adds each
         if command not in sub.choices:
+            distribution = f"fpgaflow-{service}"
             p = sub.add_parser(command, help=f"(not installed: needs {distribution})", add_help=False)
             p.set_defaults(fn=_not_installed(distribution), any_arguments=True)
 

@@ -27,6 +27,8 @@ from fpgaflow.tracking import write_json  # the one atomic JSON writer; every st
 STAGES = ("train", "convert", "serve", "bench")  # in the order they run
 BUILD_STAGES = ("train", "convert")  # what serving needs: each runs once, to completion
 RUN_STAGES = ("train", "convert", "bench")  # the stages that finish (result.json or error.json); serve runs until stopped
+# The service that runs each stage: its distribution fpgaflow-<service>, image fpgaflow/<service>, folder services/<service>.
+STAGE_SERVICE = {"train": "trainer", "convert": "converter", "serve": "inference", "bench": "inference"}
 # What the later stages read from train/: a train.command that writes none of them (a PyTorch script,
 # say) trains only, and its trial ends there.
 KERAS_ARTIFACTS = ("model.keras", "scaler.json", "testset.npz")

@@ -30,7 +30,7 @@ from fpgaflow.errors import SpecError, StaleResult
 from fpgaflow.plan import Trial, plan_trials
 from fpgaflow.spec import API_VERSION, Experiment, parse_experiment
 from fpgaflow.summary import trial_summary
-from fpgaflow.trial import RUN_STAGES, TrialDir, write_json
+from fpgaflow.trial import RUN_STAGES, STAGE_SERVICE, TrialDir, write_json
 from fpgaflow_operator.manifests import (
     LABEL_EXPERIMENT,
     LABEL_STAGE,
@@ -61,8 +61,8 @@ def settings_from_env(env: Mapping[str, str]) -> ClusterSettings:
     """The chart's values arrive as environment variables; this is the one place that reads them."""
     defaults = ClusterSettings()
     images = dict(defaults.images)
-    for stage, key in (("train", "TRAINER"), ("convert", "CONVERTER"), ("serve", "INFERENCE"), ("bench", "INFERENCE")):
-        images[stage] = env.get(f"FPGAFLOW_IMAGE_{key}", images[stage])
+    for stage, service in STAGE_SERVICE.items():
+        images[stage] = env.get(f"FPGAFLOW_IMAGE_{service.upper()}", images[stage])
     return ClusterSettings(
         artifacts_root=Path(env.get("FPGAFLOW_ARTIFACTS_ROOT", str(defaults.artifacts_root))),
         artifacts_claim=env.get("FPGAFLOW_ARTIFACTS_CLAIM", defaults.artifacts_claim),

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fpgaflow.trial import STAGE_SERVICE
+
 GROUP = "fpgaflow.io"
 LABEL_EXPERIMENT = f"{GROUP}/experiment"
 LABEL_TRIAL = f"{GROUP}/trial"
@@ -31,13 +33,8 @@ class ClusterSettings:
 
     artifacts_root: Path = Path("/artifacts")
     artifacts_claim: str = "fpgaflow-artifacts"
-    images: dict[str, str] = field(
-        default_factory=lambda: {
-            "train": "fpgaflow/trainer:0.1.0",
-            "convert": "fpgaflow/converter:0.1.0",
-            "serve": "fpgaflow/inference:0.1.0",
-            "bench": "fpgaflow/inference:0.1.0",
-        }
+    images: dict[str, str] = field(  # stage -> image; the chart's stageImages override these
+        default_factory=lambda: {stage: f"fpgaflow/{service}:0.1.0" for stage, service in STAGE_SERVICE.items()}
     )
     image_pull_policy: str = "IfNotPresent"
     stage_service_account: str | None = None
