@@ -15,7 +15,7 @@ HELM_VERSION := v3.19.5
 PROMETHEUS_OPERATOR_VERSION := v0.85.0
 MONITORING_CRDS := .cache/envtest/crds/monitoring.coreos.com_servicemonitors.yaml .cache/envtest/crds/monitoring.coreos.com_podmonitors.yaml
 
-.PHONY: help install demo test test-fast proto generate lint bench clean envtest
+.PHONY: help install demo test test-fast proto generate lint bench clean envtest images base-image
 
 help:
 	@echo "make demo      run examples/jet-tagger.yaml end to end on this machine"
@@ -23,6 +23,7 @@ help:
 	@echo "make install   a virtual environment in $(VENV) with everything (idempotent)"
 	@echo "make proto     gRPC stubs from protos/   make generate   CRD, JSON schema, dashboard"
 	@echo "make lint      ruff, import contracts, mypy   make bench  benchmarks/: trainer overhead, serving, emulator"
+	@echo "make images    every image the chart names, built with podman (GPU_IMAGE=no skips the CUDA variant)"
 
 install: $(STAMP)
 
@@ -58,6 +59,28 @@ bench: install
 	$(BIN)/fpgaflow run examples/bench-serving.yaml --home .cache/bench --replace
 	$(BIN)/python -m benchmarks.serving
 	$(BIN)/python -m benchmarks.emulator
+
+# Container images, built with podman (daemonless; no Docker engine needed) from each service's Dockerfile
+# and named exactly as the chart's values name them (charts/images.py). PODMAN may carry a store of its
+# own (--root/--runroot); BASE_IMAGE is pulled where missing; the local extra CA certificates (a
+# TLS-intercepting proxy's) become a build argument, never a file in the repository.
+PODMAN ?= podman
+BASE_IMAGE ?= docker.io/library/python:3.11-slim
+EXTRA_CA_FILES ?= $(wildcard /usr/local/share/ca-certificates/*.crt)
+GPU_IMAGE ?= yes
+
+images: install
+	@$(BIN)/python charts/images.py | { if [ "$(GPU_IMAGE)" = yes ]; then cat; else grep -v 'GPU=1'; fi; } | \
+	while read -r image dockerfile args; do \
+	  echo "building $$image from $$dockerfile $$args"; started=$$(date +%s); \
+	  $(PODMAN) build --quiet --layers -f $$dockerfile -t $$image --build-arg BASE_IMAGE=$(BASE_IMAGE) \
+	    --build-arg EXTRA_CA_CERTS="$$(cat $(EXTRA_CA_FILES) /dev/null)" $${args:+--build-arg $$args} . >/dev/null || exit 1; \
+	  echo "  $$image: $$($(PODMAN) image inspect --format '{{.Size}}' $$image | numfmt --to=iec), $$(( $$(date +%s) - started )) s"; \
+	done
+
+# The tests' stand-in for BASE_IMAGE where no registry is reachable (Debian's python3.11, tests/cluster/node)
+base-image:
+	BASE_IMAGE=$(BASE_IMAGE) tests/cluster/node/base-image.sh $(filter-out podman,$(PODMAN))
 
 # A real control plane for the cluster tests: kube-apiserver and kubectl built from the Kubernetes
 # sources (tests/cluster/envtest/go.mod pins the release), helm from its module; etcd comes from the

@@ -67,6 +67,7 @@ def settings_from_env(env: Mapping[str, str]) -> ClusterSettings:
         artifacts_root=Path(env.get("FPGAFLOW_ARTIFACTS_ROOT", str(defaults.artifacts_root))),
         artifacts_claim=env.get("FPGAFLOW_ARTIFACTS_CLAIM", defaults.artifacts_claim),
         images=images,
+        gpu_image=env.get("FPGAFLOW_IMAGE_INFERENCE_GPU", defaults.gpu_image),
         image_pull_policy=env.get("FPGAFLOW_IMAGE_PULL_POLICY", defaults.image_pull_policy),
         resources=json.loads(env.get("FPGAFLOW_STAGE_RESOURCES", "{}")),
         max_running_trials=int(env.get("FPGAFLOW_MAX_RUNNING_TRIALS", defaults.max_running_trials)),

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fpgaflow import __version__
 from fpgaflow.trial import STAGE_SERVICE
 
 GROUP = "fpgaflow.io"
@@ -34,8 +35,9 @@ class ClusterSettings:
     artifacts_root: Path = Path("/artifacts")
     artifacts_claim: str = "fpgaflow-artifacts"
     images: dict[str, str] = field(  # stage -> image; the chart's stageImages override these
-        default_factory=lambda: {stage: f"fpgaflow/{service}:0.1.0" for stage, service in STAGE_SERVICE.items()}
+        default_factory=lambda: {stage: image_name(service) for stage, service in STAGE_SERVICE.items()}
     )
+    gpu_image: str = field(default_factory=lambda: image_name("inference-gpu"))  # the gpu target's server
     image_pull_policy: str = "IfNotPresent"
     stage_service_account: str | None = None
     resources: dict[str, dict] = field(default_factory=dict)  # stage or target -> resources block
@@ -58,6 +60,11 @@ def trial_dir(settings: ClusterSettings, namespace: str, experiment: str, trial:
     return settings.artifacts_root / namespace / experiment / trial
 
 
+def image_name(service: str) -> str:
+    """The image `make images` builds for a service by default (the chart's values name the same)."""
+    return f"docker.io/fpgaflow/{service}:{__version__}"
+
+
 def labels(experiment: str, trial: str, **extra: str) -> dict[str, str]:
     base = {"app.kubernetes.io/part-of": "fpgaflow", "app.kubernetes.io/managed-by": "fpgaflow-operator",
             LABEL_EXPERIMENT: experiment, LABEL_TRIAL: trial}
@@ -65,15 +72,17 @@ def labels(experiment: str, trial: str, **extra: str) -> dict[str, str]:
     return base
 
 
-def _volume(settings: ClusterSettings) -> tuple[dict, dict]:
-    volume = {"name": "artifacts", "persistentVolumeClaim": {"claimName": settings.artifacts_claim}}
-    mount = {"name": "artifacts", "mountPath": str(settings.artifacts_root)}
-    return volume, mount
+def _volumes(settings: ClusterSettings) -> tuple[list[dict], list[dict]]:
+    """The artifacts volume, and /tmp: the images run with a read-only root file system."""
+    volumes = [{"name": "artifacts", "persistentVolumeClaim": {"claimName": settings.artifacts_claim}},
+               {"name": "tmp", "emptyDir": {}}]
+    mounts = [{"name": "artifacts", "mountPath": str(settings.artifacts_root)}, {"name": "tmp", "mountPath": "/tmp"}]
+    return volumes, mounts
 
 
 def _pod_security() -> tuple[dict, dict]:
     pod = {"runAsNonRoot": True, "runAsUser": 10001, "fsGroup": 10001, "seccompProfile": {"type": "RuntimeDefault"}}
-    container = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+    container = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "readOnlyRootFilesystem": True}
     return pod, container
 
 
@@ -86,7 +95,7 @@ def stage_job(settings: ClusterSettings, namespace: str, experiment: str, trial:
     """A Job that runs one stage command on the trial folder. A pod killed from outside (OOM, SIGKILL,
     a lost node) is retried up to ``stage_retries`` times and the stage resumes from its checkpoint; a
     disruption (eviction, preemption) does not count; a stage that failed on purpose is not retried."""
-    volume, mount = _volume(settings)
+    volumes, mounts = _volumes(settings)
     pod_security, container_security = _pod_security()
     folder = trial_dir(settings, namespace, experiment, trial)
     container: dict[str, Any] = {
@@ -94,12 +103,10 @@ def stage_job(settings: ClusterSettings, namespace: str, experiment: str, trial:
         "image": settings.images[stage],
         "imagePullPolicy": settings.image_pull_policy,
         "args": [stage, "--trial-dir", str(folder)],
-        "volumeMounts": [mount],
+        "volumeMounts": mounts,
         "securityContext": container_security,
         "env": [{"name": "TF_CPP_MIN_LOG_LEVEL", "value": "2"}],
     }
-    if stage == "bench":
-        container["command"] = ["fpgaflow"]
     template_metadata: dict = {"labels": labels(experiment, trial, stage=stage)}
     if stage == "train":  # live training metrics for the dashboards
         container["args"] += ["--metrics-host", "0.0.0.0", "--metrics-port", str(METRICS_PORT),
@@ -110,7 +117,7 @@ def stage_job(settings: ClusterSettings, namespace: str, experiment: str, trial:
             container["envFrom"] = [{"secretRef": {"name": name}} for name in settings.trainer_secrets]
     if stage in settings.resources:
         container["resources"] = settings.resources[stage]
-    pod_spec = {"restartPolicy": "Never", "containers": [container], "volumes": [volume], "securityContext": pod_security}
+    pod_spec = {"restartPolicy": "Never", "containers": [container], "volumes": volumes, "securityContext": pod_security}
     if settings.stage_service_account:
         pod_spec["serviceAccountName"] = settings.stage_service_account
     return {
@@ -131,20 +138,20 @@ def stage_job(settings: ClusterSettings, namespace: str, experiment: str, trial:
 
 
 def server_deployment(settings: ClusterSettings, namespace: str, experiment: str, trial: str, target: str) -> dict:
-    volume, mount = _volume(settings)
+    volumes, mounts = _volumes(settings)
     pod_security, container_security = _pod_security()
     folder = trial_dir(settings, namespace, experiment, trial)
     selector = labels(experiment, trial, target=target)
     container: dict[str, Any] = {
         "name": "server",
-        "image": settings.images["serve"],
+        "image": settings.gpu_image if target == "gpu" else settings.images["serve"],
         "imagePullPolicy": settings.image_pull_policy,
         "args": ["serve", "--trial-dir", str(folder), "--target", target, "--host", "0.0.0.0",
                  "--port", str(GRPC_PORT), "--metrics-port", str(METRICS_PORT)],
         "ports": [{"name": "grpc", "containerPort": GRPC_PORT}, {"name": "metrics", "containerPort": METRICS_PORT}],
         "readinessProbe": {"grpc": {"port": GRPC_PORT}, "periodSeconds": 5},
         "livenessProbe": {"httpGet": {"path": "/metrics", "port": METRICS_PORT}, "periodSeconds": 20, "initialDelaySeconds": 60},
-        "volumeMounts": [mount],
+        "volumeMounts": mounts,
         "securityContext": container_security,
     }
     resources = dict(settings.resources.get(target, {}))
@@ -162,7 +169,7 @@ def server_deployment(settings: ClusterSettings, namespace: str, experiment: str
             "template": {
                 "metadata": {"labels": selector,
                              "annotations": dict(SCRAPE_ANNOTATIONS)},
-                "spec": {"containers": [container], "volumes": [volume], "securityContext": pod_security,
+                "spec": {"containers": [container], "volumes": volumes, "securityContext": pod_security,
                          # the server drains for up to its --grace-seconds (30) after SIGTERM, then exits
                          "terminationGracePeriodSeconds": SERVER_TERMINATION_GRACE_S},
             },
