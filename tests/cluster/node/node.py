@@ -1,8 +1,9 @@
 """A real single Kubernetes node on this machine, beside a ControlPlane with real pods: containerd (Debian's,
 with runc and the CNI plugins) runs the pods that the kubelet (built from the same pinned Kubernetes release as
-the API server: `make node-binaries`) is given; kube-proxy makes Services reach them, kube-scheduler places
-them, CoreDNS (a host process on the bridge's gateway address, the pods' name server) answers cluster names. Everything lives in one work folder and one bridge of its own
-(``fpgaflow0``, 10.244.0.0/24: the pods' network, the API server listens on its gateway address).
+the API server: `make node`) is given; kube-proxy makes Services reach them, kube-scheduler places them, and
+CoreDNS (a host process on the bridge's gateway address, the pods' name server) answers cluster names.
+Everything lives in one work folder and on one bridge of its own (``fpgaflow0``, 10.244.0.0/24: the pods'
+network; the API server listens on its gateway address).
 
     node = Node(workdir).prepare()                 # the bridge (before the control plane binds to it)
     plane = ControlPlane(workdir / "cp", address=node.gateway, real_pods=True).start()
