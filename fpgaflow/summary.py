@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fpgaflow.trial import STAGES, TrialDir, read_json
+from fpgaflow.trial import RUN_STAGES, STAGES, TrialDir, read_json
 
 
 def trial_summary(trial: TrialDir) -> dict:
@@ -16,12 +16,12 @@ def trial_summary(trial: TrialDir) -> dict:
     summary["stages"] = list(stages)
     if stages != STAGES:
         summary["note"] = "trained by train.command without a Keras model: convert, serve and bench do not apply"
-    for stage in stages:
-        error = trial.error(stage) if stage != "serve" else None
+    for stage in (s for s in stages if s in RUN_STAGES):  # serve runs until stopped: it writes no result
+        error = trial.error(stage)
         if error:
             summary.update(phase="Failed", stage=stage, reason=error["reason"], message=error["message"])
             break
-        if stage != "serve" and not trial.done(stage):
+        if not trial.done(stage):
             summary["stage"] = stage
             break
     else:
