@@ -15,7 +15,7 @@ HELM_VERSION := v3.19.5
 PROMETHEUS_OPERATOR_VERSION := v0.85.0
 MONITORING_CRDS := .cache/envtest/crds/monitoring.coreos.com_servicemonitors.yaml .cache/envtest/crds/monitoring.coreos.com_podmonitors.yaml
 
-.PHONY: help install demo test test-fast proto generate lint bench clean envtest images base-image node
+.PHONY: help install demo test test-fast proto generate lint bench clean envtest images base-image node cluster-up cluster-down
 
 help:
 	@echo "make demo      run examples/jet-tagger.yaml end to end on this machine"
@@ -24,6 +24,7 @@ help:
 	@echo "make proto     gRPC stubs from protos/   make generate   CRD, JSON schema, dashboard"
 	@echo "make lint      ruff, import contracts, mypy   make bench  benchmarks/: trainer overhead, serving, emulator"
 	@echo "make images    every image the chart names, built with podman (GPU_IMAGE=no skips the CUDA variant)"
+	@echo "make cluster-up / cluster-down   this machine as a one-node Kubernetes cluster with the images (root)"
 
 install: $(STAMP)
 
@@ -87,11 +88,22 @@ base-image:
 # CUDA variant) in a podman store of the project's own, built on a stand-in base where no registry is reached.
 # containerd, runc, the CNI plugins, podman and mmdebstrap are Debian's (.ci/run installs them).
 COREDNS_VERSION := v1.12.4
+# Prometheus 3.x from its Go module (v0.3xx.y is release 3.xx.y): Debian's build leaves out Kubernetes service
+# discovery, with which the cluster tests' Prometheus finds the pods
+PROMETHEUS_MODULE_VERSION := v0.316.0
 NODE_BIN := $(ENVTEST_BIN)/kubelet $(ENVTEST_BIN)/kube-proxy $(ENVTEST_BIN)/kube-scheduler
 NODE_PODMAN := podman --root $(CURDIR)/.cache/containers/storage --runroot $(CURDIR)/.cache/containers/run
 
-node: $(NODE_BIN) $(ENVTEST_BIN)/coredns
+node: $(NODE_BIN) $(ENVTEST_BIN)/coredns $(ENVTEST_BIN)/prometheus
 	$(MAKE) --no-print-directory base-image images PODMAN="$(NODE_PODMAN)" GPU_IMAGE=no
+
+# This machine as a one-node cluster for trying the chart by hand (README, On Kubernetes): the same control plane
+# and node as the cluster tests, held by a background process; cluster-down stops it and removes .cache/cluster.
+cluster-up: install envtest node
+	$(BIN)/python -m tests.cluster.node.cluster up
+
+cluster-down:
+	$(BIN)/python -m tests.cluster.node.cluster down
 
 $(NODE_BIN): tests/cluster/envtest/go.mod
 	@mkdir -p $(ENVTEST_BIN)
@@ -100,6 +112,10 @@ $(NODE_BIN): tests/cluster/envtest/go.mod
 $(ENVTEST_BIN)/coredns:
 	@mkdir -p $(ENVTEST_BIN)
 	GOBIN=$(CURDIR)/$(ENVTEST_BIN) go install github.com/coredns/coredns@$(COREDNS_VERSION)
+
+$(ENVTEST_BIN)/prometheus:
+	@mkdir -p $(ENVTEST_BIN)
+	GOBIN=$(CURDIR)/$(ENVTEST_BIN) go install github.com/prometheus/prometheus/cmd/prometheus@$(PROMETHEUS_MODULE_VERSION)
 
 # A real control plane for the cluster tests: kube-apiserver and kubectl built from the Kubernetes
 # sources (tests/cluster/envtest/go.mod pins the release), helm from its module; etcd comes from the

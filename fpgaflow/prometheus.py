@@ -130,11 +130,13 @@ class LocalPrometheus:
     """Prometheus on a free loopback port, data and config in ``folder``, targets added and removed while it runs.
 
     ``targets`` ({job: {address: labels}}) are scraped from the start; ``add_target`` adds more later.
+    ``scrape_configs`` are more jobs, as prometheus.yml writes them (e.g. with Kubernetes service discovery).
     ``with LocalPrometheus(folder) as prom:`` stops it on leaving; otherwise call ``stop()``."""
 
     def __init__(self, folder: Path, targets: dict[str, dict[str, dict[str, str]]] | None = None,
                  jobs: tuple[str, ...] = JOBS, interval: float = SCRAPE_SECONDS,
-                 binary: str | None = None, host: str = "127.0.0.1", start_timeout: float = 60.0):
+                 binary: str | None = None, host: str = "127.0.0.1", start_timeout: float = 60.0,
+                 scrape_configs: tuple[dict, ...] = ()):
         from fpgaflow.processes import free_port
 
         # absolute: Prometheus reads file_sd paths relative to its config file, not to where it was started
@@ -150,7 +152,9 @@ class LocalPrometheus:
         for job in jobs:  # (an earlier run's targets are gone)
             self._write(job)
         self.config = self.folder / "prometheus.yml"
-        self.config.write_text(yaml.safe_dump(scrape_config(self.targets_dir, jobs, interval), sort_keys=False))
+        config = scrape_config(self.targets_dir, jobs, interval)
+        config["scrape_configs"] += list(scrape_configs)
+        self.config.write_text(yaml.safe_dump(config, sort_keys=False))
         self.log = self.folder / "prometheus.log"
         for _ in range(3):  # another process may take the free port before Prometheus binds it
             self.port = free_port(host)

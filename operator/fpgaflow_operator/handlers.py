@@ -6,7 +6,8 @@ Importing this module reads nothing. The startup handler ``configure`` reads the
 ``memo.settings`` (a frozen ``ClusterSettings``) and registers the reconcile timer with the interval
 found there. What exists in the cluster comes from Kopf's indexes, which Kopf keeps up to date from its
 watch streams: ``stage_jobs`` and ``trial_servers`` (a trial's Jobs and Deployments) and
-``running_trials`` (each Experiment's ``status.runningTrials``, for the operator-wide limit).
+``stuck_pods`` (a trial's pods that cannot run, and why), ``running_trials`` (each Experiment's
+``status.runningTrials``, for the operator-wide limit).
 """
 
 from __future__ import annotations
@@ -43,13 +44,15 @@ from fpgaflow_operator.manifests import (
     stage_job,
     trial_dir,
 )
-from fpgaflow_operator.reconcile import Decision, JobState, TrialObservation, best_trial, reconcile
+from fpgaflow_operator.observations import job_state, pod_problem
+from fpgaflow_operator.reconcile import Decision, JobState, Problem, TrialObservation, best_trial, reconcile
 
 GROUP, VERSION = API_VERSION.split("/")
 
 # The indexes' keys and values: a trial's children are found under (namespace, experiment, trial).
 TrialKey = tuple[str, str, str]
-JobIndex = kopf.Index[TrialKey, tuple[str, JobState]]  # -> (stage, state) of each of its Jobs
+JobIndex = kopf.Index[TrialKey, tuple[str, JobState, str]]  # -> (stage, state, why failed) of each of its Jobs
+PodIndex = kopf.Index[TrialKey, tuple[str, Problem]]  # -> (stage or target, problem) of each pod that cannot run
 ServerIndex = kopf.Index[TrialKey, tuple[str, bool]]  # -> (target, available) of each of its Deployments
 RunningIndex = kopf.Index[str, tuple[str, int]]  # namespace -> (Experiment, status.runningTrials)
 
@@ -171,28 +174,33 @@ def validate(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **_: Any) 
 _CHILD = {LABEL_EXPERIMENT: kopf.PRESENT, LABEL_TRIAL: kopf.PRESENT}
 
 
-def _job_state(status: Mapping[str, Any]) -> JobState:
-    if (status.get("succeeded") or 0) > 0:
-        return "succeeded"
-    if (status.get("failed") or 0) > 0:
-        return "failed"
-    return "active"
+def _trial_key(namespace: str | None, labels: kopf.Labels) -> TrialKey:
+    return _namespace(namespace), labels[LABEL_EXPERIMENT], labels[LABEL_TRIAL]
 
 
 @kopf.index("batch", "v1", "jobs", labels={**_CHILD, LABEL_STAGE: kopf.PRESENT})
 def stage_jobs(namespace: str | None, labels: kopf.Labels, status: kopf.Status,
-               **_: Any) -> dict[TrialKey, tuple[str, JobState]]:
-    """Each stage Job: its stage and state, under its trial."""
-    key = (_namespace(namespace), labels[LABEL_EXPERIMENT], labels[LABEL_TRIAL])
-    return {key: (labels[LABEL_STAGE], _job_state(status))}
+               **_: Any) -> dict[TrialKey, tuple[str, JobState, str]]:
+    """Each stage Job: its stage and state (and why it failed), under its trial."""
+    return {_trial_key(namespace, labels): (labels[LABEL_STAGE], *job_state(status))}
 
 
 @kopf.index("apps", "v1", "deployments", labels={**_CHILD, LABEL_TARGET: kopf.PRESENT})
 def trial_servers(namespace: str | None, labels: kopf.Labels, status: kopf.Status,
                   **_: Any) -> dict[TrialKey, tuple[str, bool]]:
     """Each server Deployment: its target and whether a replica is available, under its trial."""
-    key = (_namespace(namespace), labels[LABEL_EXPERIMENT], labels[LABEL_TRIAL])
-    return {key: (labels[LABEL_TARGET], (status.get("availableReplicas") or 0) > 0)}
+    return {_trial_key(namespace, labels): (labels[LABEL_TARGET], (status.get("availableReplicas") or 0) > 0)}
+
+
+@kopf.index("v1", "pods", labels=_CHILD)
+def stuck_pods(namespace: str | None, name: str, labels: kopf.Labels, status: kopf.Status,
+               **_: Any) -> dict[TrialKey, tuple[str, Problem]] | None:
+    """Each stage or server pod that cannot run (unschedulable, no image, crashing), under its trial."""
+    problem = pod_problem(name, status)
+    part = labels.get(LABEL_STAGE) or labels.get(LABEL_TARGET)
+    if problem is None or part is None:
+        return None
+    return {_trial_key(namespace, labels): (part, problem)}
 
 
 @kopf.index(GROUP, VERSION, "experiments")
@@ -215,14 +223,17 @@ def _copy(values: Iterable[_T] | None) -> list[_T]:
 
 
 def observe(settings: ClusterSettings, namespace: str, name: str, trials: list[Trial],
-            jobs: JobIndex, servers: ServerIndex) -> dict[str, TrialObservation]:
+            jobs: JobIndex, servers: ServerIndex, pods: PodIndex) -> dict[str, TrialObservation]:
     """The Experiment's children, by trial, and what each trial folder says (it exists by now)."""
     observed = {}
     for trial in trials:
         key = (namespace, name, trial.name)
         td = TrialDir(trial_dir(settings, namespace, name, trial.name))
+        trial_jobs = _copy(jobs.get(key))
         observed[trial.name] = TrialObservation(
-            jobs=dict(_copy(jobs.get(key))),
+            jobs={stage: state for stage, state, _ in trial_jobs},
+            job_failures={stage: why for stage, state, why in trial_jobs if state == "failed"},
+            problems=dict(_copy(pods.get(key))),
             servers=dict(_copy(servers.get(key))),
             done=frozenset(s for s in RUN_STAGES if td.done(s)),
             errors={s: e for s in RUN_STAGES if (e := td.error(s))},
@@ -303,7 +314,7 @@ def apply(settings: ClusterSettings, body: kopf.Body, namespace: str, name: str,
 
 
 def reconcile_experiment(body: kopf.Body, name: str, namespace: str | None, patch: kopf.Patch, logger: kopf.Logger,
-                         memo: kopf.Memo, stage_jobs: JobIndex, trial_servers: ServerIndex,
+                         memo: kopf.Memo, stage_jobs: JobIndex, trial_servers: ServerIndex, stuck_pods: PodIndex,
                          running_trials: RunningIndex, **_: Any) -> None:
     """The reconcile timer (registered by ``configure``): observe, decide, create, write the status."""
     settings: ClusterSettings = memo.settings
@@ -329,7 +340,7 @@ def reconcile_experiment(body: kopf.Body, name: str, namespace: str | None, patc
         return
     parallel = experiment.spec.sweep.parallel_trials if experiment.spec.sweep else 1
     with decisions.lock:
-        decision = reconcile(trials, observe(settings, namespace, name, trials, stage_jobs, trial_servers), parallel,
+        decision = reconcile(trials, observe(settings, namespace, name, trials, stage_jobs, trial_servers, stuck_pods), parallel,
                              running_elsewhere(running_trials, decisions, namespace, name),
                              settings.max_running_trials, gpu_available())
         apply(settings, body, namespace, name, decision, logger)

@@ -15,6 +15,7 @@ from fpgaflow.plan import Trial
 from fpgaflow.trial import BUILD_STAGES, RUN_STAGES
 
 JobState = Literal["active", "succeeded", "failed"]
+Problem = tuple[str, str]  # (reason, message) of a pod that should run and does not (observations.pod_problem)
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,8 @@ class TrialObservation:
     """What the cluster and the trial folder say about one trial."""
 
     jobs: dict[str, JobState] = field(default_factory=dict)  # stage -> state of its Job
+    job_failures: dict[str, str] = field(default_factory=dict)  # stage -> why its Job failed (the controller's reason)
+    problems: dict[str, Problem] = field(default_factory=dict)  # stage or target -> what keeps its pod from running
     servers: dict[str, bool] = field(default_factory=dict)  # target -> Deployment ready
     done: frozenset[str] = frozenset()  # stages whose result.json exists
     errors: dict[str, dict] = field(default_factory=dict)  # stage -> error.json
@@ -45,13 +48,27 @@ class Decision:
 
 
 def _trial_state(trial: Trial, obs: TrialObservation, gpu_available: bool) -> tuple[str, str | None, list[Action], dict]:
-    """(phase, stage, actions, extra status) of one trial that is allowed to run."""
+    """(phase, stage, actions, extra status) of one trial that is allowed to run. A running trial whose pods
+    cannot run (not schedulable, no image, crashing) says which and why in its reason and message."""
+    phase, stage, actions, extra = _trial_progress(trial, obs, gpu_available)
+    if phase == "Running":
+        waiting = [(name, problem) for name, problem in obs.problems.items()
+                   if name == stage or (stage in ("serve", "bench") and name in trial.spec.serve.targets)]
+        if waiting:
+            name, (reason, message) = sorted(waiting)[0]
+            extra = {**extra, "reason": reason, "message": f"{name}: {message}"}
+    return phase, stage, actions, extra
+
+
+def _trial_progress(trial: Trial, obs: TrialObservation, gpu_available: bool) -> tuple[str, str | None, list[Action], dict]:
     for stage in RUN_STAGES:
         if stage in obs.errors:
             err = obs.errors[stage]
             return "Failed", stage, [], {"reason": err.get("reason", "StageFailed"), "message": err.get("message", "")}
         if obs.jobs.get(stage) == "failed" and stage not in obs.done:
-            return "Failed", stage, [], {"reason": "JobFailed", "message": f"the {stage} Job failed without a reason in the trial folder"}
+            why = obs.job_failures.get(stage) or "no reason given"
+            return "Failed", stage, [], {"reason": "JobFailed", "message": f"the {stage} Job failed ({why}); "
+                                                                          "its pods left no reason in the trial folder"}
     if obs.summary.get("stages") == ["train"] and "train" in obs.done:  # a train.command that trains only
         return "Succeeded", None, [], {"message": obs.summary.get("note", "")}
     for stage in BUILD_STAGES:

@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
 import pytest
 
 from tests.cluster.controlplane import ControlPlane
@@ -41,21 +45,75 @@ def installed(control_plane, helm):
 
 @pytest.fixture(scope="session")
 def real_cluster(tmp_path_factory):
-    """A control plane with a real node beside it (tests/cluster/node), the images of `make images` imported,
-    and a local volume for an artifacts claim to bind. Everything it starts, it stops."""
+    """A control plane with a real node beside it (tests/cluster/node), the images of `make images` imported.
+    Everything it starts, it stops."""
     from tests.cluster.controlplane import ControlPlane
+    from tests.cluster.node.cluster import NODE_STORE, node_images
     from tests.cluster.node.node import Node, podman_command, remove_tree
     from tests.conftest import ROOT
 
     work = tmp_path_factory.mktemp("real-node")
-    node = Node(work / "node").prepare()
+    node = Node(work / "node", store=NODE_STORE).prepare()
     plane = ControlPlane(work / "cp", address=node.gateway, real_pods=True)
     try:
         plane.start()
-        node.start(plane, images=["docker.io/fpgaflow/operator:0.1.0"], podman=podman_command(ROOT / ".cache" / "containers"))
-        yield plane, node, node.local_volume("artifacts")
+        node.start(plane, images=node_images(), podman=podman_command(ROOT / ".cache" / "containers"))
+        yield plane, node
     finally:
         node.stop()
         plane.stop()
         node.remove_network()
         remove_tree(work)
+
+
+@dataclass
+class OnNode:
+    """The chart installed on the real node by the README's helm step, and a Prometheus that discovers the pods
+    through the Kubernetes API with the scrape job of charts/prometheus-kubernetes.yaml."""
+
+    plane: Any
+    node: Any
+    artifacts: Path  # the node's folder behind the chart's artifacts claim
+    steps: Any
+    prometheus: Any
+
+    def experiment(self, name: str, namespace: str = NAMESPACE) -> dict:
+        from tests.cluster.kube import get_json
+
+        return get_json(self.plane, "experiment", name, "-n", namespace)
+
+    def explain(self, namespace: str = NAMESPACE) -> str:
+        """What a person would look at when something hangs: the pods, the events, the operator's log."""
+        def out(*args: str) -> str:
+            return self.plane.kubectl(*args, check=False).stdout
+
+        return "\n".join([out("get", "pods,jobs,deployments", "-n", namespace, "-o", "wide"),
+                          out("get", "events", "-n", namespace, "--sort-by=.lastTimestamp")[-4000:],
+                          out("logs", "-n", namespace, "-l", "app.kubernetes.io/component=operator", "--tail=60")])
+
+
+@pytest.fixture(scope="session")
+def on_node(real_cluster, tmp_path_factory):
+    import yaml
+
+    from fpgaflow.prometheus import LocalPrometheus
+    from tests.cluster.controlplane import binary
+    from tests.cluster.kube import Steps, readme_steps
+    from tests.cluster.node.cluster import CHART_CLAIM
+    from tests.conftest import ROOT
+
+    plane, node = real_cluster
+    artifacts = node.local_volume("fpgaflow-artifacts", claim=CHART_CLAIM)
+    [job] = yaml.safe_load((ROOT / "charts" / "prometheus-kubernetes.yaml").read_text())["scrape_configs"]
+    job["scrape_interval"] = job["scrape_timeout"] = "2s"  # several scrapes of a two-epoch training
+    job["kubernetes_sd_configs"][0]["kubeconfig_file"] = str(plane.admin_kubeconfig)
+    prometheus = LocalPrometheus(tmp_path_factory.mktemp("node-prometheus"), jobs=(), interval=2, scrape_configs=(job,),
+                                 binary=str(binary("prometheus")))  # with Kubernetes service discovery (make node)
+    steps = Steps(plane.admin_kubeconfig)
+    try:
+        for line in readme_steps():
+            if line.startswith("helm "):
+                steps.run(line)
+        yield OnNode(plane, node, artifacts, steps, prometheus)
+    finally:
+        prometheus.stop()

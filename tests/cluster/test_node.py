@@ -23,7 +23,8 @@ open("/artifacts/probe.json", "w").write(json.dumps({
 
 
 def test_a_job_runs_in_its_container_on_the_real_node(real_cluster):
-    plane, node, artifacts = real_cluster
+    plane, node = real_cluster
+    artifacts = node.local_volume("probe-artifacts", claim=("probe", "artifacts"))
     image = "docker.io/fpgaflow/operator:0.1.0"
     plane.kubectl("create", "namespace", "probe")
     plane.kubectl("-n", "probe", "create", "serviceaccount", "probe")

@@ -79,3 +79,19 @@ def test_without_the_binary_live_metrics_are_off_and_say_why(monkeypatch):
     monkeypatch.setattr(prometheus.shutil, "which", lambda name: f"/usr/bin/{name}")
     assert prometheus_binary(True) == ("/usr/bin/prometheus", None)
     assert prometheus_binary(False) == (None, None)  # turned off (--no-prometheus): nothing to say
+
+
+def test_the_kubernetes_scrape_job_reads_the_annotations_the_operator_sets():
+    """charts/prometheus-kubernetes.yaml (for a Prometheus without the operator) keeps the pods that carry the
+    operator's prometheus.io annotations and scrapes the port and path they name."""
+    import yaml
+
+    from fpgaflow_operator.manifests import SCRAPE_ANNOTATIONS
+    from tests.conftest import ROOT
+
+    [job] = yaml.safe_load((ROOT / "charts" / "prometheus-kubernetes.yaml").read_text())["scrape_configs"]
+    sources = {label for rule in job["relabel_configs"] for label in rule.get("source_labels", [])}
+    for annotation in SCRAPE_ANNOTATIONS:
+        meta = "__meta_kubernetes_pod_annotation_" + annotation.replace(".", "_").replace("/", "_")
+        assert meta in sources, annotation
+    assert job["kubernetes_sd_configs"][0]["role"] == "pod"

@@ -52,8 +52,25 @@ def test_a_stage_error_fails_the_trial_with_its_reason():
     d = decide(trials(), {"t00": obs})
     assert d.phase == "Failed" and d.actions == []
     assert (d.trials[0]["stage"], d.trials[0]["reason"], d.trials[0]["message"]) == ("convert", "FidelityCheckFailed", "agreement 50%")
-    d = decide(trials(), {"t00": TrialObservation(jobs={"train": "failed"})})
-    assert d.trials[0]["reason"] == "JobFailed"
+    d = decide(trials(), {"t00": TrialObservation(jobs={"train": "failed"},
+                                                  job_failures={"train": "BackoffLimitExceeded: Job has reached the specified backoff limit"})})
+    assert d.trials[0]["reason"] == "JobFailed" and "BackoffLimitExceeded" in d.trials[0]["message"]
+
+
+def test_a_pod_that_cannot_run_says_why_in_its_running_trial():
+    problem = ("ImagePullBackOff", "pod e-t00-train-x, container train: Back-off pulling image")
+    d = decide(trials(), {"t00": TrialObservation(jobs={"train": "active"}, problems={"train": problem})})
+    assert (d.phase, d.trials[0]["phase"], d.trials[0]["reason"]) == ("Running", "Running", "ImagePullBackOff")
+    assert d.trials[0]["message"].startswith("train: pod e-t00-train-x")
+    # a server's pod while its trial is serving; a problem of another stage's leftover pod is not this stage's
+    done = frozenset({"train", "convert"})
+    obs = TrialObservation(jobs={"train": "succeeded", "convert": "succeeded"}, done=done, servers={"cpu": False, "fpga": True},
+                           problems={"cpu": ("Unschedulable", "pod e-t00-cpu-y cannot be scheduled: 0/1 nodes are available: 1 Insufficient cpu."),
+                                     "train": problem})
+    d = decide(trials(), {"t00": obs})
+    assert (d.trials[0]["stage"], d.trials[0]["reason"]) == ("serve", "Unschedulable") and "Insufficient cpu" in d.trials[0]["message"]
+    d = decide(trials(), {"t00": TrialObservation(jobs={"train": "active"})})
+    assert "reason" not in d.trials[0], "no problem, no reason"
 
 
 def test_parallel_trials_and_the_operator_wide_limit_queue_the_rest():

@@ -5,9 +5,10 @@ CoreDNS (a host process on the bridge's gateway address, the pods' name server) 
 Everything lives in one work folder and on one bridge of its own (``fpgaflow0``, 10.244.0.0/24: the pods'
 network; the API server listens on its gateway address).
 
-    node = Node(workdir).prepare()                 # the bridge (before the control plane binds to it)
+    node = Node(workdir, store=Path(".cache/node/containerd")).prepare()  # the bridge (the API server binds to it)
     plane = ControlPlane(workdir / "cp", address=node.gateway, real_pods=True).start()
     node.start(plane, images=["docker.io/fpgaflow/operator:0.1.0"], podman=["podman"])
+    node.local_volume("artifacts", claim=("fpgaflow", "fpgaflow-artifacts"))
     ...
     node.stop(); plane.stop(); node.remove_network()
 
@@ -32,13 +33,18 @@ PAUSE_IMAGE = "registry.k8s.io/pause:3.10"
 KUBERNETES_MODULE = "k8s.io/kubernetes@v1.34.4"  # tests/cluster/envtest/go.mod pins the same release
 
 
-def _run(*cmd: str, input: bytes | None = None, check: bool = True) -> subprocess.CompletedProcess:
+def _run(*cmd: str, input: bytes | None = None, stdin=None, check: bool = True) -> subprocess.CompletedProcess:
+    if stdin is not None:
+        return subprocess.run(cmd, stdin=stdin, capture_output=True, check=check, timeout=1200)
     return subprocess.run(cmd, input=input, capture_output=True, check=check, timeout=600)
 
 
 @dataclass
 class Node:
     workdir: Path
+    # containerd's root (its images and their unpacked layers): kept between runs, so that an image is imported
+    # once per build (.cache/node); the runtime's state and everything else live in the work folder
+    store: Path
     name: str = "fpgaflow-node"
     bridge: str = "fpgaflow0"
     gateway: str = "10.244.0.1"
@@ -96,13 +102,14 @@ class Node:
                 raise TimeoutError(f"{what} not ready after {timeout:.0f} s; see {self.workdir}")
             time.sleep(0.5)
 
-    def ctr(self, *args: str, input: bytes | None = None, check: bool = True) -> subprocess.CompletedProcess:
-        return _run("ctr", "--address", str(self.socket), "-n", "k8s.io", *args, input=input, check=check)
+    def ctr(self, *args: str, input: bytes | None = None, stdin=None, check: bool = True) -> subprocess.CompletedProcess:
+        return _run("ctr", "--address", str(self.socket), "-n", "k8s.io", *args, input=input, stdin=stdin, check=check)
 
     # ------------------------------------------------------------------ start
     def start(self, plane: ControlPlane, images: list[str], podman: list[str]) -> Node:
         self.plane = plane
         self._containerd()
+        self._kill_containers()  # what an earlier run that was itself killed left in the kept store
         self._import([PAUSE_IMAGE, *images], podman)
         self._kubelet()
         healthz = f"127.0.0.1:{free_port()}"
@@ -127,7 +134,7 @@ class Node:
                 {"type": "portmap", "capabilities": {"portMappings": True}}]}))
         # restrict_oom_score_adj: without it every sandbox fails here (no CAP_SYS_RESOURCE); cgroupfs, not systemd
         (folder / "config.toml").write_text(f"""version = 2
-root = "{folder / 'root'}"
+root = "{self.store}"
 state = "{folder / 'state'}"
 [grpc]
   address = "{self.socket}"
@@ -146,14 +153,25 @@ state = "{folder / 'state'}"
         self._wait("containerd", lambda: self.socket.exists() and self.ctr("version", check=False).returncode == 0)
 
     def _import(self, images: list[str], podman: list[str]) -> None:
-        """Images from the podman store into containerd's (as a node import would from a registry)."""
+        """Images from the podman store into containerd's (as a node import would from a registry): those
+        missing there, or built again since they were imported (``imported.json`` records the image IDs)."""
         if _run(*podman, "image", "exists", PAUSE_IMAGE, check=False).returncode != 0:
             self._build_pause(podman)
+        record = self.store / "imported.json"
+        imported = json.loads(record.read_text()) if record.exists() else {}
         present = set(self.ctr("images", "ls", "-q").stdout.decode().split())
-        missing = [image for image in images if image not in present]
+        wanted = {image: _run(*podman, "image", "inspect", "--format", "{{.Id}}", image).stdout.decode().strip()
+                  for image in [PAUSE_IMAGE, *images]}
+        missing = [image for image, built in wanted.items() if image not in present or imported.get(image) != built]
         if missing:
-            archive = _run(*podman, "save", "--multi-image-archive", *missing).stdout
-            self.ctr("images", "import", "-", input=archive)
+            started = time.monotonic()
+            self.ctr("images", "rm", *[image for image in missing if image in present], check=False)
+            with subprocess.Popen([*podman, "save", "--multi-image-archive", *missing], stdout=subprocess.PIPE) as save:
+                self.ctr("images", "import", "-", stdin=save.stdout)
+            if save.returncode != 0:
+                raise RuntimeError(f"podman save {' '.join(missing)} exited {save.returncode}")
+            record.write_text(json.dumps({**imported, **{image: wanted[image] for image in missing}}, indent=1))
+            print(f"imported {', '.join(missing)} into the node's containerd in {time.monotonic() - started:.0f} s")
 
     def _build_pause(self, podman: list[str]) -> None:
         """The pause image from the Kubernetes module's own source (no registry here)."""
@@ -217,61 +235,68 @@ state = "{folder / 'state'}"
 """)
         self._spawn("coredns", [str(binary("coredns")), "-conf", str(corefile)])
 
-    def local_volume(self, name: str, size: str = "10Gi") -> Path:
-        """A PersistentVolume of the default (empty) storage class on a folder of this node, for a claim to bind."""
+    def local_volume(self, name: str, claim: tuple[str, str], size: str = "10Gi") -> Path:
+        """A PersistentVolume on a folder of this node, of the default (empty) storage class and reserved for
+        ``claim`` (namespace, name), so that each claim binds the folder meant for it."""
         assert self.plane is not None
         folder = self.workdir / "volumes" / name
         folder.mkdir(parents=True, exist_ok=True)
         folder.chmod(0o777)  # the pods run as uid 10001
+        namespace, claim_name = claim
         self.plane.kubectl("apply", "-f", "-", input=json.dumps({
             "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": name},
             "spec": {"capacity": {"storage": size}, "accessModes": ["ReadWriteOnce", "ReadWriteMany"],
                      "storageClassName": "", "persistentVolumeReclaimPolicy": "Retain",
+                     "claimRef": {"namespace": namespace, "name": claim_name},
                      "hostPath": {"path": str(folder), "type": "Directory"}}}))
         return folder
 
     # ------------------------------------------------------------------ stop
     def stop(self) -> None:
-        """Every pod's containers, sandboxes (their network with them) and mounts, then every process."""
+        """Every pod's containers, sandboxes (their network with them) and mounts, then every process: the
+        kubelet stops what it can, what is left is killed through containerd, and containerd goes last."""
         if self.plane is not None:
             self.plane.kubectl("delete", "pods", "--all", "--all-namespaces", "--grace-period", "0", "--force",
                                "--wait=false", check=False)
         if self.socket.exists():
             deadline = time.monotonic() + 60  # the kubelet stops the sandboxes (CNI DEL) of deleted pods
-            while self._sandboxes() and time.monotonic() < deadline:
+            while self._running_tasks() and time.monotonic() < deadline:
                 time.sleep(1)
-        for proc in reversed(self.procs):
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in reversed(self.procs):
-            if Path(proc.args[0]).name == "containerd":
-                continue
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        containerd = [proc for proc in self.procs if Path(str(proc.args[0])).name == "containerd"]
+        others = [proc for proc in self.procs if proc not in containerd]
+        _terminate(reversed(others))
         self._kill_containers()
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.wait(timeout=20)
+        _terminate(containerd)
+        self._kill_shims()
         _run(str(binary("kube-proxy")), "--cleanup", check=False)  # its iptables chains
         _remove_chains()
         self._unmount()
 
-    def _sandboxes(self) -> list[str]:
-        done = self.ctr("containers", "ls", "-q", check=False)
-        return done.stdout.decode().split() if done.returncode == 0 else []
+    def _running_tasks(self) -> list[str]:
+        done = self.ctr("tasks", "ls", check=False)
+        lines = done.stdout.decode().splitlines()[1:] if done.returncode == 0 else []
+        return [line.split()[0] for line in lines if "RUNNING" in line.split()]
 
     def _kill_containers(self) -> None:
         """What the kubelet did not stop: kill and delete each task and container left in containerd."""
-        if not self.socket.exists():
+        if not self.socket.exists() or self.ctr("version", check=False).returncode != 0:
             return
         for task in self.ctr("tasks", "ls", "-q", check=False).stdout.decode().split():
             self.ctr("tasks", "kill", "-s", "SIGKILL", task, check=False)
             self.ctr("tasks", "delete", "-f", task, check=False)
-        for container in self._sandboxes():
+        for container in self.ctr("containers", "ls", "-q", check=False).stdout.decode().split():
             self.ctr("containers", "delete", container, check=False)
+
+    def _kill_shims(self) -> None:
+        """A runtime shim of this node's containerd that outlived it, with its container's processes."""
+        for proc in Path("/proc").glob("[0-9]*"):
+            try:
+                cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if cmdline and cmdline[0].endswith(b"containerd-shim-runc-v2") and str(self.socket).encode() in cmdline:
+                _run("pkill", "-KILL", "-P", proc.name, check=False)
+                _run("kill", "-KILL", proc.name, check=False)
 
     def _unmount(self) -> None:
         """Mounts under the work folder (projected tokens, volumes, the runtime's layers), deepest first."""
@@ -295,6 +320,20 @@ def _remove_chains() -> None:
                     pass
             _run(tool, "-t", table, "-F", chain, check=False)
             _run(tool, "-t", table, "-X", chain, check=False)
+
+
+def _terminate(procs) -> None:
+    """SIGTERM, then SIGKILL after 20 s, to each process; wait for all of them."""
+    procs = list(procs)
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def _http_ok(url: str) -> bool:
