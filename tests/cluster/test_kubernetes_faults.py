@@ -106,9 +106,17 @@ def test_a_stage_that_fails_on_purpose_fails_its_trial_at_once(on_node):
         [trial] = status["trials"]
         assert (status["phase"], trial["stage"], trial["reason"]) == ("Failed", "convert", "FidelityCheckFailed"), status
         assert "minAgreement" in trial["message"]
-        job = get_json(on_node.plane, "job", f"{name}-t00-convert", "-n", NAMESPACE)["status"]
-        assert job.get("failed") == 1 and not job.get("active"), "not retried: the same spec would fail the same way"
-        assert {c["type"]: c.get("reason") for c in job["conditions"]}.get("Failed") == "PodFailurePolicy"
+        # the trial fails as soon as the stage's error.json is written; the Job controller then fails the Job by
+        # its pod failure policy, without a second pod: the same spec would fail the same way
+        def job_failed():
+            job = get_json(on_node.plane, "job", f"{name}-t00-convert", "-n", NAMESPACE)["status"]
+            reasons = {c["type"]: c.get("reason") for c in job.get("conditions", []) if c["status"] == "True"}
+            return job if reasons.get("Failed") == "PodFailurePolicy" else None
+
+        job = wait_for(job_failed, 60, "the convert Job to fail by its pod failure policy", explain=on_node.explain)
+        assert job.get("failed") == 1 and not job.get("active"), job
+        pods = get_json(on_node.plane, "pods", "-n", NAMESPACE, "-l", f"job-name={name}-t00-convert")["items"]
+        assert len(pods) == 1, "not retried"
         assert f"Deployment/{name}-t00-fpga" not in children(on_node, name), "nothing is served after a refused conversion"
     finally:
         delete(on_node, name)

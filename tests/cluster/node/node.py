@@ -259,7 +259,7 @@ state = "{folder / 'state'}"
             self.plane.kubectl("delete", "pods", "--all", "--all-namespaces", "--grace-period", "0", "--force",
                                "--wait=false", check=False)
         if self.socket.exists():
-            deadline = time.monotonic() + 60  # the kubelet stops the sandboxes (CNI DEL) of deleted pods
+            deadline = time.monotonic() + 30  # the kubelet stops the sandboxes (CNI DEL) of deleted pods; then ctr
             while self._running_tasks() and time.monotonic() < deadline:
                 time.sleep(1)
         containerd = [proc for proc in self.procs if Path(str(proc.args[0])).name == "containerd"]
