@@ -11,7 +11,7 @@ from tests.cluster.controlplane import ControlPlane
 NAMESPACE = "fpgaflow"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def control_plane(tmp_path_factory):
     plane = ControlPlane(tmp_path_factory.mktemp("controlplane")).start()
     try:
@@ -20,7 +20,7 @@ def control_plane(tmp_path_factory):
         plane.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def helm(control_plane):
     import subprocess
 
@@ -36,14 +36,14 @@ def helm(control_plane):
     return run
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def installed(control_plane, helm):
     """The chart installed into its namespace, as a user would: helm install."""
     helm("install", "fpgaflow", "charts/fpgaflow", "--namespace", NAMESPACE, "--create-namespace")
     return NAMESPACE
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def real_cluster(tmp_path_factory):
     """A control plane with a real node beside it (tests/cluster/node), the images of `make images` imported.
     Everything it starts, it stops."""
@@ -92,7 +92,7 @@ class OnNode:
                           out("logs", "-n", namespace, "-l", "app.kubernetes.io/component=operator", "--tail=60")])
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def on_node(real_cluster, tmp_path_factory):
     import yaml
 

@@ -158,3 +158,23 @@ def test_a_pod_that_cannot_run_says_why_within_a_minute(on_node, case):
         on_node.plane.kubectl("delete", "namespace", namespace, "--wait=true", "--timeout=120s", check=False)
         on_node.plane.kubectl("delete", "pv", namespace, check=False)
 
+
+
+def test_an_artifacts_claim_that_cannot_bind_is_named_by_the_operator_pod(on_node):
+    """The claim is the operator's volume too: with none to bind (here a storage class that does not exist) no
+    operator runs to report on trials, and its own pod says why, as the README tells a user to look."""
+    from fpgaflow_operator.observations import pod_problem
+
+    release = namespace = "cannot-bind"
+    on_node.steps.run(f"helm install {release} charts/fpgaflow --namespace {namespace} --create-namespace "
+                      "--set-string artifacts.storageClassName=absent")
+    try:
+        def unscheduled():
+            pods = get_json(on_node.plane, "pods", "-n", namespace, "-l", OPERATOR)["items"]
+            return pods and pod_problem(pods[0]["metadata"]["name"], pods[0].get("status") or {})
+
+        reason, message = wait_for(unscheduled, 60, "the operator pod to say why it waits", explain=lambda: on_node.explain(namespace))
+        assert reason == "ClaimNotBound" and "unbound immediate PersistentVolumeClaims" in message, message
+    finally:
+        on_node.steps.run(f"helm uninstall {release} --namespace {namespace}")
+        on_node.plane.kubectl("delete", "namespace", namespace, "--wait=true", "--timeout=120s", check=False)
