@@ -1,0 +1,199 @@
+"""Boosted jets of the five classes of the hls4ml jet-tagging data set, simulated with Pythia 8 (pp at 13 TeV)
+and clustered with FastJet (anti-kT, R = 0.8) from the visible final-state particles; no detector simulation.
+
+    g  gluon jets       HardQCD gg -> gg, qqbar -> gg            matched to an outgoing hard gluon
+    q  light-quark jets HardQCD qq -> qq, qqbar -> q'qbar'       matched to an outgoing hard u, d, s or c quark
+    w  W -> qq'          WeakDoubleBoson ffbar -> WW, W hadronic  matched to a W whose decay quarks are all inside
+    z  Z -> qq           WeakDoubleBoson ffbar -> ZZ (Z only), hadronic matched to a Z whose decay quarks are all inside
+    t  t -> bW -> bqq'   Top gg, qqbar -> ttbar, W hadronic       matched to a top whose b and W quarks are all inside
+
+"Matched": the jet's axis lies within R of the particle and, for W, Z and top, every quark of its decay lies
+within R of the axis (the decay is contained in the jet). Each event gives at most one jet: the hardest one
+that is matched and whose pT lies in the window. Events are generated with pT-hat from 100 GeV below the
+window's lower edge, which keeps most of them useful.
+
+``generate(label, n, seed)`` is reproducible: the same arguments give the same jets (Pythia's own random
+engine, seeded from ``seed``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import awkward as ak
+import numpy as np
+
+from fpgaflow.errors import NotInstalled
+from fpgaflow_trainer.simulation.features import JET_RADIUS
+
+ENERGY_GEV = 13000.0
+PT_WINDOW_GEV = (800.0, 1200.0)
+DECAYS_TO_QUARKS = "onIfAny = 1 2 3 4 5"
+
+
+@dataclass(frozen=True)
+class Process:
+    settings: tuple[str, ...]
+    matched_ids: frozenset[int]  # |PDG id| of the particle a jet is matched to
+    resonance: bool  # match a decaying resonance whose decay quarks must all be in the jet (else a hard parton)
+
+
+PROCESSES: dict[str, Process] = {
+    "g": Process(("HardQCD:gg2gg = on", "HardQCD:qqbar2gg = on"), frozenset({21}), False),
+    "q": Process(("HardQCD:qq2qq = on", "HardQCD:qqbar2qqbarNew = on"), frozenset({1, 2, 3, 4}), False),
+    "w": Process(("WeakDoubleBoson:ffbar2WW = on", "24:onMode = off", f"24:{DECAYS_TO_QUARKS}"), frozenset({24}), True),
+    "z": Process(("WeakDoubleBoson:ffbar2gmZgmZ = on", "WeakZ0:gmZmode = 2", "23:onMode = off", f"23:{DECAYS_TO_QUARKS}"),
+                 frozenset({23}), True),
+    "t": Process(("Top:gg2ttbar = on", "Top:qqbar2ttbar = on", "24:onMode = off", f"24:{DECAYS_TO_QUARKS}"),
+                 frozenset({6}), True),
+}
+QUIET = ("Print:quiet = on", "Next:numberCount = 0", "Next:numberShowEvent = 0", "Next:numberShowInfo = 0",
+         "Next:numberShowProcess = 0")
+
+
+def pythia_version() -> str:
+    from importlib.metadata import version
+
+    return version("pythia8mc")
+
+
+def _pythia(label: str, seed: int, pt_window: tuple[float, float]):
+    try:
+        import pythia8mc
+    except ImportError as exc:
+        raise NotInstalled("simulated jets need Pythia 8 (pythia8mc 8.317.2, a binary wheel for CPython 3.11): "
+                           "pip install pythia8mc==8.317.2") from exc
+
+    if label not in PROCESSES:
+        raise ValueError(f"no simulated process for class {label!r}; the classes are {', '.join(PROCESSES)}")
+    if not 0 <= seed < 900_000_000:
+        raise ValueError(f"seed {seed} is outside Pythia's range 0..899999999")
+    pythia = pythia8mc.Pythia("", False)
+    for line in (*QUIET, f"Beams:eCM = {ENERGY_GEV}", f"PhaseSpace:pTHatMin = {max(pt_window[0] - 100.0, 0.0)}",
+                 "Random:setSeed = on", f"Random:seed = {seed}", *PROCESSES[label].settings):
+        if not pythia.readString(line):
+            raise RuntimeError(f"Pythia refused the setting {line!r}")
+    if not pythia.init():
+        raise RuntimeError(f"Pythia did not initialize for class {label!r}")
+    return pythia
+
+
+def _delta_r(eta1, phi1, eta2, phi2) -> np.ndarray:
+    dphi = (np.asarray(phi1) - np.asarray(phi2) + np.pi) % (2 * np.pi) - np.pi
+    return np.hypot(np.asarray(eta1) - np.asarray(eta2), dphi)
+
+
+def _targets(event, process: Process) -> list[tuple[float, float, list[tuple[float, float]]]]:
+    """(eta, phi, decay quarks' (eta, phi)) of each particle a jet of this process may be matched to."""
+    found = []
+    for particle in event:
+        if particle.idAbs() not in process.matched_ids:
+            continue
+        if not process.resonance:
+            if abs(particle.status()) == 23:  # an outgoing parton of the hardest process
+                found.append((particle.eta(), particle.phi(), []))
+            continue
+        first, last = particle.daughter1(), particle.daughter2()
+        daughters = [event[i] for i in range(first, last + 1)] if first > 0 else []
+        if not daughters or any(d.idAbs() == particle.idAbs() for d in daughters):
+            continue  # not the copy that decays
+        quarks = []
+        for d in daughters:
+            if d.idAbs() == 24:  # the top's W: its quarks
+                w = d
+                while event[w.daughter1()].idAbs() == 24:
+                    w = event[w.daughter1()]
+                quarks += [event[i] for i in range(w.daughter1(), w.daughter2() + 1) if 1 <= event[i].idAbs() <= 5]
+            elif 1 <= d.idAbs() <= 5:
+                quarks.append(d)
+        found.append((particle.eta(), particle.phi(), [(q.eta(), q.phi()) for q in quarks]))
+    return found
+
+
+def _visible(event) -> np.ndarray:
+    return np.array([(p.px(), p.py(), p.pz(), p.e()) for p in event if p.isFinal() and p.isVisible()], dtype=np.float64)
+
+
+def _matched_jet(particles: np.ndarray, targets, pt_window: tuple[float, float]) -> np.ndarray | None:
+    """The constituents (n, 4) of the hardest anti-kT jet in the window matched to one of the targets."""
+    import fastjet
+
+    pseudo = [fastjet.PseudoJet(*row) for row in particles]
+    sequence = fastjet.ClusterSequence(pseudo, fastjet.JetDefinition(fastjet.antikt_algorithm, JET_RADIUS))
+    for jet in fastjet.sorted_by_pt(sequence.inclusive_jets(pt_window[0])):
+        if jet.pt() > pt_window[1]:
+            continue
+        for eta, phi, quarks in targets:
+            if _delta_r(jet.eta(), jet.phi_std(), eta, phi) >= JET_RADIUS:
+                continue
+            if quarks and max(_delta_r(jet.eta(), jet.phi_std(), *zip(*quarks, strict=True))) >= JET_RADIUS:
+                continue
+            return np.array([(c.px(), c.py(), c.pz(), c.E()) for c in jet.constituents()], dtype=np.float64)
+    return None
+
+
+def generate(label: str, n: int, seed: int, pt_window: tuple[float, float] = PT_WINDOW_GEV,
+             progress: Callable[[int], None] | None = None, max_events_per_jet: int = 50) -> ak.Array:
+    """``n`` jets of class ``label``: their constituents as a jagged array of records (px, py, pz, E in GeV),
+    one list per jet. ``progress`` is called with the number of jets made so far, after each one."""
+    pythia = _pythia(label, seed, pt_window)
+    process = PROCESSES[label]
+    jets: list[np.ndarray] = []
+    events = 0
+    while len(jets) < n:
+        events += 1
+        if events > max_events_per_jet * max(n, 1):
+            raise RuntimeError(f"{events} {label} events gave {len(jets)} jets in {pt_window} GeV: the window is too narrow")
+        if not pythia.next():
+            continue
+        event = pythia.event
+        jet = _matched_jet(_visible(event), _targets(event, process), pt_window)
+        if jet is not None:
+            jets.append(jet)
+            if progress:
+                progress(len(jets))
+    columns = {key: ak.Array([jet[:, i] for jet in jets]) for i, key in enumerate(("px", "py", "pz", "E"))}
+    return ak.zip(columns)
+
+
+def chunk_seed(seed: int, label: str, chunk: int) -> int:
+    """Pythia's seed for one chunk of one class: fixed by (seed, class, chunk), so a set is the same whatever the
+    number of worker processes that made it."""
+    state = np.random.SeedSequence(seed, spawn_key=(list(PROCESSES).index(label), chunk)).generate_state(1)[0]
+    return int(state) % 900_000_000
+
+
+def _chunk(args: tuple[str, int, int, tuple[float, float]]) -> ak.Array:
+    label, n, seed, pt_window = args
+    return generate(label, n, seed, pt_window)
+
+
+def simulate(counts: dict[str, int], seed: int, workers: int = 1, pt_window: tuple[float, float] = PT_WINDOW_GEV,
+             chunk: int = 200, progress: Callable[[int], None] | None = None) -> tuple[ak.Array, np.ndarray]:
+    """``counts[label]`` jets of each class, generated in chunks of ``chunk`` jets over ``workers`` processes:
+    the constituents of every jet (classes in the order of ``counts``, chunks in order) and each jet's label.
+    ``progress`` is called with the number of jets made so far, as chunks finish."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    tasks = [(label, min(chunk, n - start), chunk_seed(seed, label, start // chunk), pt_window)
+             for label, n in counts.items() for start in range(0, n, chunk)]
+    done = 0
+    parts: list[ak.Array] = []
+    if workers <= 1:
+        results = map(_chunk, tasks)
+    else:  # spawned, not forked: the parent may hold TensorFlow's threads
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
+        results = pool.map(_chunk, tasks)
+    try:
+        for (_, n, _, _), part in zip(tasks, results, strict=True):
+            parts.append(part)
+            done += n
+            if progress:
+                progress(done)
+    finally:
+        if workers > 1:
+            pool.shutdown(cancel_futures=True)
+    labels = np.concatenate([np.full(n, label) for label, n in counts.items()]) if counts else np.array([], dtype=str)
+    return (ak.concatenate(parts) if parts else ak.Array([])), labels
