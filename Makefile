@@ -22,7 +22,7 @@ help:
 	@echo "make test      the whole test suite"
 	@echo "make install   a virtual environment in $(VENV) with everything (idempotent)"
 	@echo "make proto     gRPC stubs from protos/   make generate   CRD, JSON schema, dashboard"
-	@echo "make lint      ruff, import contracts, mypy   make bench  benchmarks/: trainer overhead, serving, emulator"
+	@echo "make lint      ruff, import contracts, mypy   make bench  benchmarks/: trainer overhead, serving, emulator, jet simulation"
 	@echo "make images    every image the chart names, built with podman (GPU_IMAGE=no skips the CUDA variant)"
 	@echo "make cluster-up / cluster-down   this machine as a one-node Kubernetes cluster with the images (root)"
 
@@ -60,6 +60,7 @@ bench: install
 	$(BIN)/fpgaflow run examples/bench-serving.yaml --home .cache/bench --replace
 	$(BIN)/python -m benchmarks.serving
 	$(BIN)/python -m benchmarks.emulator
+	$(BIN)/python -m benchmarks.jetsim
 
 # Container images, built with podman (daemonless; no Docker engine needed) from each service's Dockerfile
 # and named exactly as the chart's values name them (charts/images.py). PODMAN may carry a store of its

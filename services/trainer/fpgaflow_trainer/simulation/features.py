@@ -28,9 +28,19 @@ JET_RADIUS = 0.8
 MMDT = {"beta": 0, "symmetry_cut": 0.1, "R0": JET_RADIUS}
 
 
-def _cluster(constituents: ak.Array):
+def quiet_fastjet():
+    """The fastjet module with FastJet's banner off: it prints the banner (authors, licence, the paper to cite:
+    Cacciari, Salam, Soyez, EPJC 72 (2012) 1896) on stdout at its first clustering, in the middle of a command's
+    output. The data set's record names FastJet and its version instead."""
     import fastjet
+    import fastjet._swig
 
+    fastjet._swig.ClusterSequence.set_fastjet_banner_stream(None)  # shared by the SWIG and the awkward interfaces
+    return fastjet
+
+
+def _cluster(constituents: ak.Array):
+    fastjet = quiet_fastjet()
     return fastjet.ClusterSequence(constituents, fastjet.JetDefinition(fastjet.cambridge_algorithm, 10 * JET_RADIUS))
 
 

@@ -25,7 +25,7 @@ import awkward as ak
 import numpy as np
 
 from fpgaflow.errors import NotInstalled
-from fpgaflow_trainer.simulation.features import JET_RADIUS
+from fpgaflow_trainer.simulation.features import JET_RADIUS, quiet_fastjet
 
 ENERGY_GEV = 13000.0
 PT_WINDOW_GEV = (800.0, 1200.0)
@@ -117,7 +117,7 @@ def _visible(event) -> np.ndarray:
 
 def _matched_jet(particles: np.ndarray, targets, pt_window: tuple[float, float]) -> np.ndarray | None:
     """The constituents (n, 4) of the hardest anti-kT jet in the window matched to one of the targets."""
-    import fastjet
+    fastjet = quiet_fastjet()
 
     pseudo = [fastjet.PseudoJet(*row) for row in particles]
     sequence = fastjet.ClusterSequence(pseudo, fastjet.JetDefinition(fastjet.antikt_algorithm, JET_RADIUS))
