@@ -47,22 +47,14 @@ def installed(control_plane, helm):
 def real_cluster(tmp_path_factory):
     """A control plane with a real node beside it (tests/cluster/node), the images of `make images` imported.
     Everything it starts, it stops."""
-    from tests.cluster.controlplane import ControlPlane
-    from tests.cluster.node.cluster import NODE_STORE, node_images
-    from tests.cluster.node.node import Node, podman_command, remove_tree
-    from tests.conftest import ROOT
+    from tests.cluster.node.cluster import running
+    from tests.cluster.node.node import remove_tree
 
     work = tmp_path_factory.mktemp("real-node")
-    node = Node(work / "node", store=NODE_STORE).prepare()
-    plane = ControlPlane(work / "cp", address=node.gateway, real_pods=True)
     try:
-        plane.start()
-        node.start(plane, images=node_images(), podman=podman_command(ROOT / ".cache" / "containers"))
-        yield plane, node
+        with running(work / "cp", work / "node") as (plane, node):
+            yield plane, node
     finally:
-        node.stop()
-        plane.stop()
-        node.remove_network()
         remove_tree(work)
 
 

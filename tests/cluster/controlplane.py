@@ -15,6 +15,7 @@ import ssl
 import subprocess
 import time
 import urllib.request
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -147,13 +148,19 @@ class ControlPlane:
         return write_kubeconfig(self.workdir / f"{namespace}-{name}.kubeconfig", self.server, token, name, namespace)
 
     def stop(self) -> None:
-        for proc in reversed(self.procs):
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in reversed(self.procs):
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        terminate(reversed(self.procs))
         shutil.rmtree(self.workdir / "etcd", ignore_errors=True)
+
+
+def terminate(procs: Iterable[subprocess.Popen], grace: float = 20) -> None:
+    """SIGTERM to each process, SIGKILL to those still running after ``grace`` seconds; waits for all of them."""
+    procs = list(procs)
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

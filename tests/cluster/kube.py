@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import yaml
+
+from fpgaflow.spec import API_VERSION
 from tests.cluster.controlplane import ENVTEST_BIN, ControlPlane
 from tests.conftest import ROOT
 
@@ -22,6 +25,15 @@ T = TypeVar("T")
 
 def get_json(plane: ControlPlane, *args: str) -> Any:
     return json.loads(plane.kubectl("get", *args, "-o", "json").stdout)
+
+
+def experiment(name: str, spec: dict) -> dict:
+    """An Experiment manifest of ``spec``."""
+    return {"apiVersion": API_VERSION, "kind": "Experiment", "metadata": {"name": name}, "spec": spec}
+
+
+def apply(plane: ControlPlane, manifest: dict, namespace: str) -> None:
+    plane.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(manifest))
 
 
 def wait_for(predicate: Callable[[], T], timeout: float, what: str = "condition", every: float = 1.0,

@@ -8,10 +8,10 @@ import json
 import time
 
 import pytest
-import yaml
 
+from tests.cluster import kube
 from tests.cluster.conftest import NAMESPACE
-from tests.cluster.kube import get_json, wait_for
+from tests.cluster.kube import experiment, get_json, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -23,11 +23,11 @@ def tiny(name: str, targets=("cpu",), **spec) -> dict:
             "train": {"epochs": 2, "batchSize": 128, "learningRate": 0.01},
             "serve": {"targets": list(targets)}, "benchmark": {"concurrency": [1], "requestsPerClient": 20, "warmup": 2}}
     base.update(spec)
-    return {"apiVersion": "fpgaflow.io/v1alpha1", "kind": "Experiment", "metadata": {"name": name}, "spec": base}
+    return experiment(name, base)
 
 
 def apply(on_node, manifest: dict, namespace: str = NAMESPACE) -> None:
-    on_node.plane.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(manifest))
+    kube.apply(on_node.plane, manifest, namespace)
 
 
 def finished(on_node, name: str, timeout: float = 600, namespace: str = NAMESPACE) -> dict:

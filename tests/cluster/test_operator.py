@@ -12,10 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from tests.cluster.conftest import NAMESPACE
-from tests.cluster.kube import wait_for
+from tests.cluster.kube import apply, experiment, get_json, wait_for
 from tests.conftest import ROOT
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -30,7 +29,7 @@ def tiny(name: str, **spec) -> dict:
         "benchmark": {"concurrency": [2], "requestsPerClient": 20, "warmup": 2},
     }
     base.update(spec)
-    return {"apiVersion": "fpgaflow.io/v1alpha1", "kind": "Experiment", "metadata": {"name": name}, "spec": base}
+    return experiment(name, base)
 
 
 class Operator:
@@ -61,20 +60,12 @@ def artifacts(tmp_path):
     return path
 
 
-def get(plane, name: str) -> dict:
-    return json.loads(plane.kubectl("get", "experiment", name, "-n", NAMESPACE, "-o", "json").stdout)
-
-
-def apply(plane, manifest: dict) -> None:
-    plane.kubectl("apply", "-n", NAMESPACE, "-f", "-", input=yaml.safe_dump(manifest))
-
-
 def test_limits_hold_and_a_restarted_operator_creates_no_duplicates(control_plane, installed, artifacts):
     operator = Operator(control_plane, artifacts, FPGAFLOW_MAX_RUNNING_TRIALS="3").start()
     sweep = {"parallelTrials": 2, "parameters": {"hls.reuseFactor": [1, 2, 4]}}
     try:
-        apply(control_plane, tiny("sweep-a", sweep=sweep))
-        apply(control_plane, tiny("sweep-b", sweep=sweep))
+        apply(control_plane, tiny("sweep-a", sweep=sweep), NAMESPACE)
+        apply(control_plane, tiny("sweep-b", sweep=sweep), NAMESPACE)
 
         def train_jobs():  # they stay active: no node runs them
             jobs = json.loads(control_plane.kubectl("get", "jobs", "-n", NAMESPACE, "-o", "json").stdout)["items"]
@@ -84,8 +75,8 @@ def test_limits_hold_and_a_restarted_operator_creates_no_duplicates(control_plan
         time.sleep(4)  # several more reconciliations: nothing else may start
         started = train_jobs()
         assert len(started) == 3, f"the operator-wide limit of 3 running trials was exceeded: {started}"
-        a = get(control_plane, "sweep-a")["status"]
-        b = get(control_plane, "sweep-b")["status"]
+        a = get_json(control_plane, "experiment", "sweep-a", "-n", NAMESPACE)["status"]
+        b = get_json(control_plane, "experiment", "sweep-b", "-n", NAMESPACE)["status"]
         assert a["runningTrials"] <= 2 and b["runningTrials"] <= 2, "parallelTrials was exceeded"
         assert a["runningTrials"] + b["runningTrials"] == 3
         queued = [t["name"] for s in (a, b) for t in s["trials"] if t["phase"] == "Queued"]

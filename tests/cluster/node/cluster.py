@@ -18,7 +18,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[3]
 FOLDER = ROOT / ".cache" / "cluster"
@@ -33,28 +36,36 @@ def node_images() -> list[str]:
     return [image for key, image in images().items() if key != "inferenceGpu"]
 
 
-def hold(folder: Path) -> None:
-    """Start the cluster, say so (``ready``), and stop it all on SIGTERM or SIGINT."""
+@contextmanager
+def running(plane_folder: Path, node_folder: Path) -> Iterator[tuple[Any, Any]]:
+    """(control plane, node) started, the images of `make node` imported; on leaving, everything stopped and the
+    network removed. The cluster tests' fixture and ``hold`` both run the cluster through this."""
     from tests.cluster.controlplane import ControlPlane
     from tests.cluster.node.node import Node, podman_command
 
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
-    node = Node(folder / "node", store=NODE_STORE).prepare()
-    plane = ControlPlane(folder, address=node.gateway, real_pods=True)
+    node = Node(node_folder, store=NODE_STORE).prepare()  # the bridge first: the API server binds its gateway
+    plane = ControlPlane(plane_folder, address=node.gateway, real_pods=True)
     try:
         plane.start()
         node.start(plane, images=node_images(), podman=podman_command(ROOT / ".cache" / "containers"))
+        yield plane, node
+    finally:
+        node.stop()
+        plane.stop()
+        node.remove_network()
+
+
+def hold(folder: Path) -> None:
+    """Start the cluster, say so (``ready``), and stop it all on SIGTERM or SIGINT."""
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    with running(folder, folder / "node") as (plane, node):
         node.local_volume("fpgaflow-artifacts", claim=CHART_CLAIM)
         (folder / "ready").write_text(plane.server)
         print(f"ready: the API server at {plane.server}", flush=True)
         stop.wait()
-    finally:
         print("stopping", flush=True)
-        node.stop()
-        plane.stop()
-        node.remove_network()
 
 
 def up(folder: Path, timeout: float = 1800) -> int:

@@ -27,16 +27,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fpgaflow.processes import free_port
-from tests.cluster.controlplane import ControlPlane, binary
+from tests.cluster.controlplane import ControlPlane, binary, terminate
 
 PAUSE_IMAGE = "registry.k8s.io/pause:3.10"
 KUBERNETES_MODULE = "k8s.io/kubernetes@v1.34.4"  # tests/cluster/envtest/go.mod pins the same release
 
 
 def _run(*cmd: str, input: bytes | None = None, stdin=None, check: bool = True) -> subprocess.CompletedProcess:
-    if stdin is not None:
-        return subprocess.run(cmd, stdin=stdin, capture_output=True, check=check, timeout=1200)
-    return subprocess.run(cmd, input=input, capture_output=True, check=check, timeout=600)
+    """A command's result; its input is ``input`` (bytes) or ``stdin`` (a pipe: an image archive streamed in)."""
+    return subprocess.run(cmd, input=input, stdin=stdin, capture_output=True, check=check, timeout=1200)
 
 
 @dataclass
@@ -264,9 +263,9 @@ state = "{folder / 'state'}"
                 time.sleep(1)
         containerd = [proc for proc in self.procs if Path(str(proc.args[0])).name == "containerd"]
         others = [proc for proc in self.procs if proc not in containerd]
-        _terminate(reversed(others))
+        terminate(reversed(others))
         self._kill_containers()
-        _terminate(containerd)
+        terminate(containerd)
         self._kill_shims()
         _run(str(binary("kube-proxy")), "--cleanup", check=False)  # its iptables chains
         _remove_chains()
@@ -320,20 +319,6 @@ def _remove_chains() -> None:
                     pass
             _run(tool, "-t", table, "-F", chain, check=False)
             _run(tool, "-t", table, "-X", chain, check=False)
-
-
-def _terminate(procs) -> None:
-    """SIGTERM, then SIGKILL after 20 s, to each process; wait for all of them."""
-    procs = list(procs)
-    for proc in procs:
-        if proc.poll() is None:
-            proc.terminate()
-    for proc in procs:
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def _http_ok(url: str) -> bool:
