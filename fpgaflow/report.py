@@ -21,6 +21,22 @@ FOOTNOTE = ("† fpga: served by fpgaflow's vectorized bit-exact emulator of the
             "gives as the converter models it.")
 
 
+def data_sources(summaries: list[dict]) -> list[tuple[str, str]]:
+    """(data set, where it came from) of the trials, each once: "simulated with Pythia 8.317.2 and FastJet 3.5.2,
+    no detector simulation" with the set's size and pT window, or the file read."""
+    found: dict[tuple[str, str], None] = {}
+    for summary in summaries:
+        data = summary.get("dataset") or {}
+        if not data.get("source"):
+            continue
+        source, sim = data["source"], data.get("simulation") or {}
+        if sim.get("ptWindowGeV"):
+            low, high = sim["ptWindowGeV"]
+            source += f" ({sum(sim['classes'].values()):,} jets of {', '.join(sim['classes'])}, pT {low:g}-{high:g} GeV, seed {sim['seed']})"
+        found[(data.get("name", "data"), source)] = None
+    return list(found)
+
+
 def _fmt(value, digits: int = 4) -> str:
     if value is None:
         return "—"
@@ -270,9 +286,7 @@ def document(name: str, summaries: list[dict], facts: dict, live_metrics: bool =
     when a local Prometheus scraped it (``live_metrics``)."""
     blocks: list[Block] = [Heading(("Experiment ", Code(name)), 1)]
     about: list[Inline] = [f"{k}: {v}" for k, v in facts.items()]
-    if any((s.get("dataset") or {}).get("synthetic") for s in summaries):
-        about.append(("data: ", Strong("synthetic jets"), " (fpgaflow's generator with the hls4ml LHC jet features), "
-                      "not the real data set"))
+    about += [("data: ", Strong(name), f", {source}") for name, source in data_sources(summaries)]
     if about:
         blocks.append(Bullets(tuple(about)))
     blocks += [Heading("Accuracy"), _table(ACCURACY_HEADER, accuracy_rows(summaries))]
@@ -515,8 +529,8 @@ def print_report(console, name: str, summaries: list[dict], report_path: Path | 
             table.add_row(*(escape(cell) for cell in row))
         console.print(table)
     console.print(escape(FOOTNOTE))
-    if any((s.get("dataset") or {}).get("synthetic") for s in summaries):
-        console.print("[yellow]data: synthetic jets (not the real hls4ml LHC jet data set)[/yellow]")
+    for name, source in data_sources(summaries):
+        console.print(escape(f"data: {name}, {source}"))
     for s in summaries:
         if s["phase"] == "Failed":
             line = f"{s['name']} failed in {s['stage']} ({s['reason']}): {s['message']}"

@@ -301,7 +301,8 @@ def _describe(td: TrialDir, stage: str) -> str:
             last = history["epochs"][-1]
             return f"train: epoch {last['epoch']}/{history['total_epochs']}, val. accuracy {last.get('val_accuracy', 0):.3f}"
         except (OSError, ValueError, KeyError, IndexError):
-            return "train: loading data and building the model"
+            said = _last_line(td.stage_dir("train") / "log.txt")
+            return f"train: {said[len('data: '):]}" if said.startswith("data: ") else "train: loading data and building the model"
     if stage == "bench":
         return f"bench: {_last_line(td.stage_dir('bench') / 'log.txt') or 'load generator starting'}"
     return {"convert": "convert: hls4ml conversion, compile and fidelity check"}.get(stage, stage)

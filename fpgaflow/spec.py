@@ -69,37 +69,83 @@ class _Model(BaseModel):
     )
 
 
-IMAGE_DATASETS = ("digits", "mnist", "fashion-mnist")
+IMAGE_DATASETS = ("jet-images", "digits", "mnist", "fashion-mnist")
+SIMULATED_DATASETS = ("jets", "jet-images")
+PT_RANGE_GEV = {"jets": (800.0, 1200.0), "jet-images": (550.0, 650.0)}  # the public data sets' windows
+
+
+class SimulationSpec(_Model):
+    """How jets are simulated where no file is given: Pythia 8 (pp at 13 TeV) and FastJet (anti-kT, R = 0.8)."""
+
+    seed: int = Field(
+        1, ge=0, lt=900_000_000,
+        description="Seed of the simulation (each chunk of jets gets a Pythia seed derived from it). Apart from "
+        "the dataset's seed, which draws the split: trials that vary only that share one simulated set.",
+    )
+    pt_range: tuple[float, float] | None = Field(
+        None,
+        description="The jets' pT window in GeV [low, high]. Default: 800-1200 for jets (the hls4ml jet data set's, "
+        "around 1 TeV), 550-650 for jet-images (the top-tagging data set's).",
+    )
+
+    @field_validator("pt_range")
+    @classmethod
+    def _window(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        if value is not None and not 100 <= value[0] < value[1] <= 6500:
+            raise ValueError(f"ptRange {list(value)} is not a window [low, high] with 100 <= low < high <= 6500 GeV")
+        return value
 
 
 class DatasetSpec(_Model):
     """Where the data comes from and how it is split."""
 
-    name: Literal["jets", "digits", "mnist", "fashion-mnist"] = Field(
+    name: Literal["jets", "jet-images", "digits", "mnist", "fashion-mnist"] = Field(
         "jets",
-        description="jets: the hls4ml LHC jet data set (16 features, 5 classes), read from `path` or generated "
-        "synthetically where no file is given (always labelled synthetic); digits: scikit-learn's bundled 8x8 "
-        "digits; mnist, fashion-mnist: 28x28 images from the idx (or idx.gz) files in the folder `path`.",
+        description="jets: the 16 high-level features of the hls4ml jet-tagging data set (5 classes: g, q, w, z, "
+        "t), read from `path`, or else simulated with Pythia 8 and FastJet (no detector simulation) and cached; "
+        "jet-images: top versus QCD jet images (the top-tagging data set's recipe), simulated likewise; digits: "
+        "scikit-learn's bundled 8x8 digits; mnist, fashion-mnist: 28x28 images from the idx (or idx.gz) files in "
+        "the folder `path`.",
     )
     path: str | None = Field(
         None,
         min_length=1,
         description="jets: an OpenML ARFF or CSV file of hls4ml_lhc_jets_hlf, .npy/.npz, or HDF5 with the 16 "
-        "feature columns and one-hot labels; mnist/fashion-mnist: the folder of the four idx files. Read where the "
-        "trainer runs (a path in its volume in a cluster); nothing is downloaded.",
+        "feature columns and one-hot labels (preferred to simulation when given); mnist/fashion-mnist: the folder "
+        "of the four idx files. Read where the trainer runs (a path in its volume in a cluster); nothing is "
+        "downloaded.",
     )
-    samples: int = Field(200_000, ge=100, le=10_000_000, description="Jets to generate (synthetic jets only).")
+    samples: int = Field(
+        20_000, ge=100, le=10_000_000,
+        description="Jets to simulate (jets, jet-images without a path), balanced over the classes. Pythia and "
+        "FastJet make about 50 jets per second per core; a set is made once and then read from the cache.",
+    )
+    simulation: SimulationSpec = Field(default_factory=SimulationSpec)
+    image_size: int = Field(32, ge=8, le=64, description="jet-images: pixels on each side of an image.")
+    align_images: bool = Field(
+        True,
+        description="jet-images: rotate each image so that the principal axis of its pT is vertical and flip it "
+        "so that the upper and right halves hold more pT (the top-tagging data set's preprocessing).",
+    )
     max_samples: int | None = Field(None, ge=100, description="Use at most this many samples of a file (a random subset from the seed).")
     test_fraction: float = Field(0.2, gt=0, lt=1, description="Fraction held out as the test set.")
-    seed: int = Field(42, ge=0, description="Seed of the generator and of the split.")
+    seed: int = Field(42, ge=0, description="Seed of the split (and of maxSamples' subset).")
 
     @model_validator(mode="after")
     def _files_where_needed(self) -> DatasetSpec:
         if self.name in ("mnist", "fashion-mnist") and self.path is None:
             raise ValueError(f"{self.name} needs path: the folder of its idx files (fpgaflow downloads nothing)")
-        if self.name == "digits" and self.path is not None:
-            raise ValueError("digits is scikit-learn's bundled set and takes no path")
+        if self.name in ("digits", "jet-images") and self.path is not None:
+            raise ValueError(f"{self.name} is {'bundled' if self.name == 'digits' else 'simulated'} and takes no path")
         return self
+
+    @property
+    def simulated(self) -> bool:
+        return self.name in SIMULATED_DATASETS and self.path is None
+
+    @property
+    def pt_range(self) -> tuple[float, float]:
+        return self.simulation.pt_range or PT_RANGE_GEV[self.name]
 
 
 class ModelSpec(_Model):

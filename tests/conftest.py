@@ -14,6 +14,9 @@ import pytest
 from fpgaflow.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
+# Simulated data sets (Pythia 8 and FastJet): one cache for the whole suite, its stage subprocesses and `make demo`
+# (the default run store's, ignored by git), so each set is made once on a machine and every test reads it.
+os.environ.setdefault("FPGAFLOW_DATASETS", str(ROOT / "fpgaflow-runs" / "datasets"))
 TINY_MANIFEST = """\
 apiVersion: fpgaflow.io/v1alpha1
 kind: Experiment
@@ -21,7 +24,7 @@ metadata: {name: tiny-jets}
 spec:
   dataset: {name: jets, samples: 20000, seed: 3}
   model: {layers: [32, 16]}
-  train: {epochs: 3, batchSize: 256}
+  train: {epochs: 3, batchSize: 128, learningRate: 0.005}
   hls: {precision: "ap_fixed<16,6>"}
   serve: {targets: [cpu, gpu, fpga]}
   benchmark: {concurrency: [1, 3], requestsPerClient: 60, warmup: 5}

@@ -69,7 +69,7 @@ def test_an_experiment_applied_with_kubectl_reaches_succeeded(small_run):
     status = small_run.experiment["status"]
     assert (status["phase"], status["trialsSummary"], status["bestTrial"]) == ("Succeeded", "1/1", "t00")
     [trial] = status["trials"]
-    assert trial["accuracy"]["float"] > 0.6 and trial["accuracy"]["emulated"] > 0.6
+    assert trial["accuracy"]["float"] > 0.5 and trial["accuracy"]["emulated"] > 0.5
     assert trial["unavailable"] == {"gpu": "no node offers nvidia.com/gpu"}, "the node has no GPU: gpu is reported, not awaited"
     assert {"cpu@1", "cpu@4", "fpga@1", "fpga@4"} <= set(trial["benchmark"])
     assert all(run["throughputRps"] > 0 for run in trial["benchmark"].values())

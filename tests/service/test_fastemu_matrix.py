@@ -52,8 +52,8 @@ CONFIGS = {
 def jet_tagger():
     import keras
 
-    from fpgaflow_trainer.jets import synthetic_jets
     from fpgaflow_trainer.model import build_model
+    from tests.synthetic_jets import synthetic_jets
 
     x, y = synthetic_jets(20_000, seed=3)
     mean, std = x.mean(axis=0), x.std(axis=0)

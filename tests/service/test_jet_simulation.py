@@ -4,13 +4,17 @@ more constituents in gluon jets, two-prong jets with a lower N2)."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from fpgaflow_trainer.jets import FEATURES
 from fpgaflow_trainer.simulation.features import jet_features
 from fpgaflow_trainer.simulation.images import jet_images
-from fpgaflow_trainer.simulation.pythia import PT_WINDOW_GEV, generate, simulate
+from fpgaflow_trainer.simulation.pythia import PT_WINDOW_GEV, generate
+from fpgaflow_trainer.simulation.sets import Recipe, load_or_simulate
 
 pytestmark = pytest.mark.slow
 
@@ -50,16 +54,36 @@ def test_gluon_jets_have_more_constituents_and_two_prong_jets_a_lower_n2(simulat
 
 
 def test_an_unknown_class_is_refused_by_name():
-    with pytest.raises(ValueError, match="no simulated process for class 'b'; the classes are g, q, w, z, t"):
+    with pytest.raises(ValueError, match="no simulated process for class 'b'; the classes are g, q, w, z, t, qcd"):
         generate("b", 1, seed=1)
 
 
-def test_a_set_is_the_same_whatever_the_number_of_worker_processes():
-    counts = {"w": 5, "t": 3}
-    alone, labels = simulate(counts, seed=2, workers=1, chunk=2)
-    shared, same_labels = simulate(counts, seed=2, workers=2, chunk=2)
-    assert alone.px.to_list() == shared.px.to_list()
-    assert labels.tolist() == same_labels.tolist() == ["w"] * 5 + ["t"] * 3
+def test_a_set_is_the_same_whatever_the_number_of_worker_processes(tmp_path):
+    recipe = Recipe({"w": 5, "t": 3}, seed=2, pt_window=PT_WINDOW_GEV, chunk=2)
+    alone = load_or_simulate(recipe, tmp_path / "one", workers=1)
+    shared = load_or_simulate(recipe, tmp_path / "two", workers=2)
+    assert alone.constituents.px.to_list() == shared.constituents.px.to_list()
+    np.testing.assert_array_equal(alone.features, shared.features)
+    assert alone.labels.tolist() == shared.labels.tolist() == [0] * 5 + [1] * 3
+
+
+def test_the_cache_is_reused_grown_and_keyed_by_what_shapes_the_set(tmp_path):
+    """Chunks are the cache's unit: the same recipe reads them all; a larger set of the same seed makes only
+    the chunks it lacks and begins with the smaller set; another seed or pT window makes its own."""
+    small = Recipe({"z": 4}, seed=5, pt_window=PT_WINDOW_GEV, chunk=2)
+    made = load_or_simulate(small, tmp_path)
+    assert (made.made, made.reused) == (2, 0)
+    again = load_or_simulate(small, tmp_path)
+    assert (again.made, again.reused) == (0, 2) and np.array_equal(again.features, made.features)
+    larger = load_or_simulate(Recipe({"z": 6}, seed=5, pt_window=PT_WINDOW_GEV, chunk=2), tmp_path)
+    assert (larger.made, larger.reused) == (1, 2)
+    np.testing.assert_array_equal(larger.features[:4], made.features)
+    reseeded = load_or_simulate(Recipe({"z": 4}, seed=6, pt_window=PT_WINDOW_GEV, chunk=2), tmp_path)
+    assert (reseeded.made, reseeded.reused) == (2, 0) and not np.array_equal(reseeded.features, made.features)
+    lower = load_or_simulate(Recipe({"z": 4}, seed=5, pt_window=(600.0, 700.0), chunk=2), tmp_path)
+    assert lower.made == 2
+    pt = np.hypot(np.sum(lower.constituents.px, axis=1).to_numpy(), np.sum(lower.constituents.py, axis=1).to_numpy())
+    assert ((pt >= 600) & (pt <= 700)).all(), pt
 
 
 def test_top_jet_images_are_centred_and_normalized():
@@ -69,3 +93,25 @@ def test_top_jet_images_are_centred_and_normalized():
     rows, cols = np.indices((24, 24))
     centre = [(float((img * rows).sum()), float((img * cols).sum())) for img in images]
     assert all(abs(r - 11.5) < 3 and abs(c - 11.5) < 3 for r, c in centre), centre
+
+
+def test_a_worker_s_failure_is_raised_by_name_and_no_worker_is_left(tmp_path):
+    from fpgaflow_trainer.simulation import workers
+
+    bad = {"kind": "b-jets", "class": "b", "chunk": 0, "jets": 2, "seed": 1, "ptWindow": [800, 1200]}
+    with pytest.raises(workers.WorkerFailed, match="no simulated process for class 'b'"):
+        workers.run(tmp_path, [bad, {**bad, "chunk": 1}], 2, lambda chunk: None)
+    assert not children(), "every worker stopped"
+
+
+def children() -> list[int]:
+    """This process's child processes (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == os.getpid() and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return found

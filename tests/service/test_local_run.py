@@ -41,7 +41,7 @@ def test_run_succeeds_and_prints_the_tables(tiny_run):
     out = done.stdout
     assert "accuracy on the test set" in out and "latency and throughput" in out
     assert "unavailable" in out, "gpu must be reported unavailable on a machine without one"
-    assert "synthetic" in out
+    assert "data: jets, simulated with Pythia 8.317.2 and FastJet 3.5.2, no detector simulation (20,000 jets" in out
 
 
 def test_report_numbers_are_sane(tiny_run):
@@ -49,9 +49,9 @@ def test_report_numbers_are_sane(tiny_run):
     train = json.loads((trial / "train" / "result.json").read_text())
     fidelity = json.loads((trial / "convert" / "fidelity.json").read_text())
     results = json.loads((trial / "bench" / "results.json").read_text())
-    # the synthetic jets are learnable but not trivially separable
-    assert 0.65 <= train["accuracy"] <= 0.85
-    assert train["dataset"]["synthetic"] is True
+    # simulated jets: W and Z, and q and g, overlap; far from chance (0.2), not separable
+    assert 0.5 <= train["accuracy"] <= 0.9
+    assert train["dataset"]["simulated"] is True
     assert fidelity["argmax_agreement"] >= 0.95
     assert abs(fidelity["accuracy_emulated"] - fidelity["accuracy_float"]) < 0.03
     assert results["targets"]["gpu"]["status"] == "unavailable"
@@ -107,7 +107,7 @@ def test_run_store_lists_shows_and_exports(tiny_run):
     assert shown["phase"] == "Succeeded" and shown["trials"][0]["phase"] == "Succeeded"
     rows = list(csv.DictReader(io.StringIO(fpgaflow("export", "--csv", "--home", home).stdout)))
     assert rows[0]["experiment"] == "tiny-jets" and rows[0]["phase"] == "Succeeded"
-    assert float(rows[0]["accuracy_float"]) > 0.6
+    assert float(rows[0]["accuracy_float"]) > 0.5
     # provenance: the code's git state and the host, in the trial folder and in the run store
     git = json.loads((tiny_run["trial"] / "train" / "git.json").read_text())
     head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()

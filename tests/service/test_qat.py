@@ -69,9 +69,9 @@ def converted(tmp_path_factory):
     from fpgaflow import keras_model
     from fpgaflow_converter.config import hls_config
     from fpgaflow_trainer import qat
-    from fpgaflow_trainer.jets import synthetic_jets
     from fpgaflow_trainer.model import build_model
     from fpgaflow_trainer.pruning import Pruner
+    from tests.synthetic_jets import synthetic_jets
 
     spec = ExperimentSpec.model_validate(SPEC)
     x, y = synthetic_jets(SAMPLES, seed=7)
@@ -126,7 +126,7 @@ def test_the_vectorized_emulator_matches_hls4ml_on_the_qat_model(converted):
     project, gives hls4ml's C simulation's bits on 100,000 inputs (jets and random, at scales that
     saturate the quantizers' types), on its fast float64 path."""
     from fpgaflow.emulation.fastemu import load_project
-    from fpgaflow_trainer.jets import synthetic_jets
+    from tests.synthetic_jets import synthetic_jets
 
     jets, _ = synthetic_jets(50_000, seed=8)
     rng = np.random.default_rng(8)

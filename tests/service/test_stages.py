@@ -23,7 +23,7 @@ def test_train_on_the_real_digits(tmp_path):
     done = fpgaflow("train", "--trial-dir", str(td.root))
     assert "Epoch 15/15" in done.stdout
     result = td.result("train")
-    assert result["dataset"]["synthetic"] is False
+    assert result["dataset"]["simulated"] is False
     assert result["dataset"]["features"][:2] == ["pixel_0_0", "pixel_0_1"] and len(result["dataset"]["classes"]) == 10
     assert result["dataset"]["test"] == 450
     assert result["accuracy"] > 0.85

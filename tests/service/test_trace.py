@@ -14,7 +14,7 @@ N_CLASSES = 5
 
 @pytest.fixture(scope="module")
 def jets():
-    from fpgaflow_trainer.jets import synthetic_jets
+    from tests.synthetic_jets import synthetic_jets
 
     x, y = synthetic_jets(3000, seed=11)
     x = ((x - x.mean(axis=0)) / x.std(axis=0)).astype(np.float32)

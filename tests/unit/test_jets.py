@@ -1,10 +1,11 @@
-"""Tests for the synthetic hls4ml jet generator (synthetic data, not the real set)."""
+"""The synthetic jet fixture (tests/synthetic_jets.py) that unit tests use for quick arrays: learnable, balanced, reproducible."""
 
 import numpy as np
 import pytest
 from sklearn.tree import DecisionTreeClassifier
 
-from fpgaflow_trainer.jets import CLASSES, FEATURES, synthetic_jets
+from fpgaflow_trainer.jets import CLASSES, FEATURES
+from tests.synthetic_jets import synthetic_jets
 
 N = 20_000
 

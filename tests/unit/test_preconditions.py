@@ -41,7 +41,7 @@ def test_each_shortfall_refuses_naming_it(tmp_path, monkeypatch, fact, value, na
     facts = {**PLENTY, fact: value}
     found = shortfalls(ASKING, facts)
     assert len(found) == 1 and all(n in found[0] for n in names), found
-    monkeypatch.setattr(pre, "measure", lambda folder, gpus, estimate_seconds=None: {**facts, "folder": str(folder)})
+    monkeypatch.setattr(pre, "measure", lambda folder, gpus, estimate_seconds=None, dataset=None: {**facts, "folder": str(folder)})
     with pytest.raises(PreconditionFailed) as refused:
         check(ASKING, tmp_path, facts["gpus"], facts["estimate_seconds"])
     assert refused.value.reason == "PreconditionFailed"
@@ -52,11 +52,22 @@ def test_several_shortfalls_are_all_listed(tmp_path, monkeypatch):
     facts = {"folder": "/trial", "free_disk_bytes": GiB, "available_memory_bytes": GiB, "gpus": [],
              "estimate_seconds": 6000.0}
     assert len(shortfalls(ASKING, facts)) == 4
-    monkeypatch.setattr(pre, "measure", lambda folder, gpus, estimate_seconds=None: facts)
+    monkeypatch.setattr(pre, "measure", lambda folder, gpus, estimate_seconds=None, dataset=None: facts)
     with pytest.raises(PreconditionFailed) as refused:
         check(ASKING, tmp_path, [], 6000.0)
     for key in ("minFreeDisk", "minFreeMemory", "preconditions.gpu", "maxDuration"):
         assert key in str(refused.value)
+
+
+def test_a_simulated_set_the_cache_cannot_hold_is_refused_whatever_the_spec_asks(tmp_path):
+    facts = {**PLENTY, "dataset_cache": "/store/datasets", "dataset_bytes": 40 * 2**20, "dataset_free_bytes": 50 * 2**20}
+    found = shortfalls(PreconditionsSpec(), facts)
+    assert found == ["free disk in the data-set cache /store/datasets: 50 MiB, the simulated data set needs about "
+                     "60 MiB there (free some, or choose fewer samples or another cache: $FPGAFLOW_DATASETS)"]
+    assert shortfalls(PreconditionsSpec(), {**facts, "dataset_free_bytes": 61 * 2**20}) == []
+    measured = measure(tmp_path, [], dataset=(tmp_path / "datasets", 10**6))
+    assert measured["dataset_cache"] == str(tmp_path / "datasets") and measured["dataset_free_bytes"] > 0
+    assert "dataset_bytes" not in measure(tmp_path, [], dataset=(tmp_path / "datasets", 0)), "nothing to make"
 
 
 def test_nothing_asked_nothing_refused(tmp_path):

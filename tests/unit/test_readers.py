@@ -15,8 +15,9 @@ from fpgaflow.plots import write_csv
 from fpgaflow.spec import DatasetSpec
 from fpgaflow_trainer import readers
 from fpgaflow_trainer.datasets import FASHION_MNIST_CLASSES, load_dataset
-from fpgaflow_trainer.jets import CLASSES, FEATURES, synthetic_jets
+from fpgaflow_trainer.jets import CLASSES, FEATURES
 from fpgaflow_trainer.readers import DataFileError, read_idx, read_jets
+from tests.synthetic_jets import synthetic_jets
 
 N = 60
 SHUFFLED = [FEATURES[i] for i in np.random.default_rng(1).permutation(len(FEATURES))]  # file column order
@@ -187,10 +188,10 @@ def test_jets_data_set_from_a_file_is_real_and_subsampled_deterministically(tmp_
     spec = DatasetSpec(name="jets", path=str(tmp_path / "jets.npz"), max_samples=500, test_fraction=0.2, seed=7)
     data = load_dataset(spec)
     assert (len(data.x_train), len(data.x_test)) == (400, 100)
-    assert data.shape == (16,) and data.features == FEATURES and not data.synthetic
+    assert data.shape == (16,) and data.features == FEATURES and data.simulation is None
     described = data.describe()
     assert described["path"] == str(tmp_path / "jets.npz") and described["format"] == "npz"
-    assert "synthetic" not in described["source"]
+    assert described["simulated"] is False and described["source"] == f"{tmp_path / 'jets.npz'} (npz)"
     rows = {tuple(r) for r in x}
     assert all(tuple(r) in rows for r in data.x_train)  # rows of the file, unchanged
     again = load_dataset(spec)
@@ -200,10 +201,14 @@ def test_jets_data_set_from_a_file_is_real_and_subsampled_deterministically(tmp_
     assert not np.array_equal(other.x_test, data.x_test)
 
 
-def test_synthetic_jets_stay_labelled_synthetic():
+def test_jets_without_a_file_are_simulated_and_say_so():
+    """(From the suite's shared data-set cache: tests/conftest.py.)"""
     described = load_dataset(DatasetSpec(name="jets", samples=500)).describe()
-    assert described["synthetic"] is True and described["format"] == "synthetic" and described["path"] is None
-    assert "synthetic" in described["source"]
+    assert described["simulated"] is True and described["format"] == "simulated" and described["path"] is None
+    assert described["source"] == "simulated with Pythia 8.317.2 and FastJet 3.5.2, no detector simulation"
+    sim = described["simulation"]
+    assert sim["classes"] == {label: 100 for label in CLASSES} and sim["ptWindowGeV"] == [800, 1200]
+    assert sim["detector"] == "none" and sim["seed"] == 1
 
 
 def test_digits_keep_their_image_shape():

@@ -21,6 +21,10 @@ from fpgaflow.summary import experiment_facts, stored_summaries, trial_summary
 from fpgaflow.trial import TrialDir, write_json
 
 NAME = "svc"
+SIMULATED = {"name": "jets", "simulated": True, "source": "simulated with Pythia 8.317.2 and FastJet 3.5.2, no detector simulation",
+             "simulation": {"classes": {"g": 2000, "q": 2000, "w": 2000, "z": 2000, "t": 2000}, "seed": 1, "ptWindowGeV": [800, 1200]}}
+DATA_LINE = ("simulated with Pythia 8.317.2 and FastJet 3.5.2, no detector simulation (10,000 jets of g, q, w, z, t, "
+             "pT 800-1200 GeV, seed 1)")
 
 
 def run_row(target, batch, clients, p50, rps, ok=100, errors=None):
@@ -52,7 +56,7 @@ def bench_files(td: TrialDir, targets: dict, runs: list[dict], latencies: dict[s
 
 
 def done_until_bench(td: TrialDir, accuracy: float, dsp: int, latency_ns: float) -> None:
-    write_json(td.stage_dir("train") / "result.json", {"accuracy": accuracy, "dataset": {"synthetic": True}})
+    write_json(td.stage_dir("train") / "result.json", {"accuracy": accuracy, "dataset": SIMULATED})
     write_json(td.stage_dir("convert") / "result.json", {
         "fidelity": {"accuracy_emulated": accuracy - 0.01, "argmax_agreement": 0.99},
         "timing": {"latency_ns": latency_ns, "ii_ns": 5.0}, "estimate": estimate(dsp, latency_ns)})
@@ -201,6 +205,7 @@ def test_markdown_and_html_hold_the_same_tables_and_html_escapes(store):
     assert "![Pareto front](pareto.png) ([data](pareto.csv))" in md
     assert set(parsed.images) == set(re.findall(r"!\[[^]]*\]\(([^)]+)\)", md))
     assert "t02/bench" not in md and "t00/convert/profiling.png" in md, "no benchmark plots for a trial without runs"
+    assert f"- data: **jets**, {DATA_LINE}" in md and f"data: <strong>jets</strong>, {DATA_LINE}" in page, "what the data is"
 
 
 PLOTS = ["pareto.png", "pareto.csv", *(f"{t}/bench/{p}.{ext}" for t in ("t00", "t01")
@@ -222,6 +227,7 @@ def test_the_report_command_rewrites_what_the_runner_wrote(store, capsys):
     out = capsys.readouterr().out
     assert f"report: {folder / 'report.md'} and report.html" in out.replace("\n", "")
     assert "each target as a service" in out and "24000.0" in out and "<none>" in out, "the terminal tables"
+    assert f"data: jets, {DATA_LINE}" in " ".join(out.split()), "what the data is, under the tables"
     assert {name: (folder / name).read_text() for name in ("report.md", "report.html")} == written
     for name in PLOTS:
         assert (folder / name).stat().st_size > 0, name

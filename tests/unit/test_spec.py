@@ -45,7 +45,7 @@ def test_defaults_follow_the_hls4ml_jet_tagger():
         ({"hls": {"layers": {"softmax": {"tableSize": 1000}}}}, "spec.hls.layers.softmax.tableSize", "power of two"),
         ({"train": {"epochs": "many"}}, "spec.train.epochs", "valid integer"),
         ({"train": {"epochs": 3, "optimizer": "sgd"}}, "spec.train.optimizer", "unknown field"),
-        ({"dataset": {"name": "imagenet"}}, "spec.dataset.name", "'jets', 'digits', 'mnist' or 'fashion-mnist'"),
+        ({"dataset": {"name": "imagenet"}}, "spec.dataset.name", "'jets', 'jet-images', 'digits', 'mnist' or 'fashion-mnist'"),
         ({"dataset": {"testFraction": 1.5}}, "spec.dataset.testFraction", "less than 1"),
         ({"benchmark": {"concurrency": []}}, "spec.benchmark.concurrency", "at least 1 item"),
         ({"sweep": {"parameters": {}}}, "spec.sweep.parameters", "at least 1 item"),

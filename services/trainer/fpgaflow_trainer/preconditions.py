@@ -1,4 +1,5 @@
-"""Preconditions of the train stage (``spec.preconditions``): free disk, free memory, a GPU, the duration.
+"""Preconditions of the train stage (``spec.preconditions``): free disk, free memory, a GPU, the duration; and
+always, room in the data-set cache for a set still to be simulated.
 
 ``measure`` reads the host; ``shortfalls`` is a pure function of a spec and measured facts, so any numbers
 can be tried; ``check`` does both and raises PreconditionFailed naming every shortfall. The duration comes
@@ -20,6 +21,7 @@ import numpy as np
 from fpgaflow.errors import PreconditionFailed
 from fpgaflow.provenance import memory_bytes
 from fpgaflow.spec import PreconditionsSpec, duration_seconds, quantity_bytes
+from fpgaflow_trainer.simulation.cache import MARGIN as CACHE_MARGIN
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 SELF_CGROUP = Path("/proc/self/cgroup")
@@ -109,15 +111,20 @@ def free_disk_bytes(folder: Path) -> int | None:
         return None
 
 
-def measure(folder: Path, gpus: list[str], estimate_seconds: float | None = None) -> dict:
-    """The facts ``shortfalls`` judges: free disk of ``folder``, available memory, GPUs, the estimated duration."""
-    return {
+def measure(folder: Path, gpus: list[str], estimate_seconds: float | None = None,
+            dataset: tuple[Path, int] | None = None) -> dict:
+    """The facts ``shortfalls`` judges: free disk of ``folder``, available memory, GPUs, the estimated duration,
+    and with ``dataset`` (the data-set cache, the bytes a simulated set still needs there) the cache's free disk."""
+    facts = {
         "folder": str(folder),
         "free_disk_bytes": free_disk_bytes(folder),
         "available_memory_bytes": available_memory_bytes(),
         "gpus": list(gpus),
         "estimate_seconds": estimate_seconds,
     }
+    if dataset is not None and dataset[1]:
+        facts.update(dataset_cache=str(dataset[0]), dataset_bytes=dataset[1], dataset_free_bytes=free_disk_bytes(dataset[0]))
+    return facts
 
 
 def shortfalls(spec_pre: PreconditionsSpec, facts: dict) -> list[str]:
@@ -136,6 +143,11 @@ def shortfalls(spec_pre: PreconditionsSpec, facts: dict) -> list[str]:
                      f"{human_bytes(quantity_bytes(spec_pre.min_free_memory))} (preconditions.minFreeMemory)")
     if spec_pre.gpu and not facts.get("gpus"):
         found.append("GPUs: none found (TensorFlow lists no GPU device), the spec asks for one (preconditions.gpu)")
+    needed, free = facts.get("dataset_bytes"), facts.get("dataset_free_bytes")
+    if needed and free is not None and free < needed * CACHE_MARGIN:
+        found.append(f"free disk in the data-set cache {facts.get('dataset_cache')}: {human_bytes(free)}, the simulated "
+                     f"data set needs about {human_bytes(needed * CACHE_MARGIN)} there (free some, or choose fewer "
+                     "samples or another cache: $FPGAFLOW_DATASETS)")
     estimate = facts.get("estimate_seconds")
     if spec_pre.max_duration is not None and estimate is not None and estimate > duration_seconds(spec_pre.max_duration):
         found.append(f"estimated training time: {human_seconds(estimate)}, the spec allows at most "
@@ -143,13 +155,14 @@ def shortfalls(spec_pre: PreconditionsSpec, facts: dict) -> list[str]:
     return found
 
 
-def check(spec, folder: Path, gpus: list[str], estimate_seconds: float | None = None) -> dict:
+def check(spec, folder: Path, gpus: list[str], estimate_seconds: float | None = None,
+          dataset: tuple[Path, int] | None = None) -> dict:
     """Measure and judge ``spec.preconditions`` (an Experiment spec or a PreconditionsSpec).
 
     Returns the facts (for host.json); raises PreconditionFailed listing every shortfall.
     """
     spec_pre = getattr(spec, "preconditions", spec)
-    facts = measure(folder, gpus, estimate_seconds)
+    facts = measure(folder, gpus, estimate_seconds, dataset)
     found = shortfalls(spec_pre, facts)
     if found:
         raise PreconditionFailed("the host falls short of spec.preconditions: " + "; ".join(found))

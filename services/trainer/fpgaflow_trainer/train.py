@@ -23,7 +23,7 @@ from fpgaflow.trial import KERAS_ARTIFACTS, TrialDir, write_json
 from fpgaflow_trainer import qat
 from fpgaflow_trainer.checkpoint import Checkpointer, ResumedEarlyStopping, latest, latest_epoch, restore_rng
 from fpgaflow_trainer.command import run_command
-from fpgaflow_trainer.datasets import Dataset, load_dataset
+from fpgaflow_trainer.datasets import Dataset, cache_folder, load_dataset, needed_bytes, progress_printer
 from fpgaflow_trainer.diagnostics import Diagnostics
 from fpgaflow_trainer.epochstats import EpochStatistics
 from fpgaflow_trainer.hostmon import HostSampler
@@ -85,7 +85,9 @@ def run(trial: TrialDir, out: Path, metrics_address: tuple[str, int] | None = No
     host = Host(out / "host.json", host_facts(out, gpus))
     host.write()
     try:
-        host.facts["preconditions"] = check(spec, out, gpus)  # disk, memory, GPU: before anything is loaded
+        cache = data_cache(trial)
+        needs = (cache, needed_bytes(spec.dataset, cache)) if spec.train.command is None else None
+        host.facts["preconditions"] = check(spec, out, gpus, dataset=needs)  # before anything is loaded or made
         host.write()
         if spec.train.command is not None:
             result = run_command(trial, out, spec.train.command)
@@ -162,7 +164,7 @@ def train_keras(trial: TrialDir, spec: ExperimentSpec, out: Path, metrics_addres
     on the spec's schedule through both; checkpointed every epoch and resumed from the last one."""
     qat.check_spec(spec)  # a QAT spec that cannot be built is refused before any training
     monitor = _serve_metrics(trial, metrics_address)
-    data, scaler = _load_data(spec)
+    data, scaler = _load_data(spec, data_cache(trial))
     x_train, x_test = scaler.apply(data.x_train), scaler.apply(data.x_test)
     checkpoints = out / "checkpoints"
     start = _build_or_resume(spec, data, checkpoints)
@@ -189,11 +191,17 @@ def _serve_metrics(trial: TrialDir, metrics_address: tuple[str, int] | None) -> 
     return monitor
 
 
-def _load_data(spec: ExperimentSpec) -> tuple[Dataset, Scaler]:
-    """The data set, loaded after seeding Keras' random generators with its seed, and the scaler fitted on
-    its training set."""
+def data_cache(trial: TrialDir) -> Path:
+    """The data-set cache of the run store that holds the trial (``<store>/<experiments or namespace>/<experiment>/
+    <trial>``): one for every experiment and trial, on the artifacts volume in a cluster."""
+    return cache_folder(trial.root.resolve().parents[2])
+
+
+def _load_data(spec: ExperimentSpec, cache: Path) -> tuple[Dataset, Scaler]:
+    """The data set, loaded (or simulated into the cache) after seeding Keras' random generators with its seed,
+    and the scaler fitted on its training set."""
     keras.utils.set_random_seed(spec.dataset.seed)
-    data = load_dataset(spec.dataset)
+    data = load_dataset(spec.dataset, cache, progress_printer(spec.dataset.name))
     return data, Scaler.fit(data.x_train, data.features)
 
 

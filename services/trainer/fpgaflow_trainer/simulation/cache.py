@@ -30,6 +30,7 @@ import numpy as np
 from fpgaflow.errors import FpgaflowError
 
 RECIPE_VERSION = 1  # raise when the simulation or the feature code changes what a recipe makes
+MARGIN = 1.5  # free disk asked beyond a set's estimated size: its temporary copy, the estimate's error
 
 
 class CacheFull(FpgaflowError):
@@ -50,7 +51,7 @@ def recipe_key(recipe: Mapping[str, Any]) -> str:
     return f"{recipe['kind']}-{hashlib.sha256(canonical.encode()).hexdigest()[:16]}"
 
 
-def check_room(root: Path, needed_bytes: int, margin: float = 1.5) -> None:
+def check_room(root: Path, needed_bytes: int, margin: float = MARGIN) -> None:
     """Refuse, before anything is made, a set the cache's disk cannot hold (with a margin for the temporary copy)."""
     root.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(root).free
@@ -60,15 +61,20 @@ def check_room(root: Path, needed_bytes: int, margin: float = 1.5) -> None:
                         "free some space, or choose a smaller set or another cache folder")
 
 
-def load_or_make(root: Path, recipe: Mapping[str, Any], make: Callable[[], dict[str, np.ndarray]],
-                 needed_bytes: int = 0) -> Cached:
-    """The set of ``recipe`` from the cache, or made by ``make`` (then kept) when it is not there yet."""
+def is_cached(root: Path, recipe: Mapping[str, Any]) -> bool:
+    return (root / recipe_key(recipe) / "made.json").exists()
+
+
+def ensure(root: Path, recipe: Mapping[str, Any], make: Callable[[], dict[str, np.ndarray]],
+           needed_bytes: int = 0) -> tuple[Path, bool]:
+    """The folder of ``recipe``'s set in the cache, made by ``make`` (then kept) when it is not there yet; and
+    whether this call made it."""
     root.mkdir(parents=True, exist_ok=True)
     folder = root / recipe_key(recipe)
     with (root / f".{folder.name}.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another maker of the same recipe finishes first; this one then reads
         if (folder / "made.json").exists():
-            return _read(folder, reused=True)
+            return folder, False
         if needed_bytes:
             check_room(root, needed_bytes)
         for left in [folder, *root.glob(f".{folder.name}.partial-*")]:  # of a maker that died (the lock is ours)
@@ -82,10 +88,17 @@ def load_or_make(root: Path, recipe: Mapping[str, Any], make: Callable[[], dict[
         seconds = time.monotonic() - started
         (partial / "made.json").write_text(json.dumps({"seconds": round(seconds, 2), "at": time.time()}))
         partial.rename(folder)
-    return _read(folder, reused=False)
+    return folder, True
 
 
-def _read(folder: Path, reused: bool) -> Cached:
+def load_or_make(root: Path, recipe: Mapping[str, Any], make: Callable[[], dict[str, np.ndarray]],
+                 needed_bytes: int = 0) -> Cached:
+    """The set of ``recipe`` from the cache, or made by ``make`` (then kept) when it is not there yet."""
+    folder, made = ensure(root, recipe, make, needed_bytes)
+    return read(folder, reused=not made)
+
+
+def read(folder: Path, reused: bool = True) -> Cached:
     with np.load(folder / "data.npz", allow_pickle=False) as data:
         arrays = {name: data[name] for name in data.files}
     return Cached(folder, arrays, json.loads((folder / "made.json").read_text()), reused)

@@ -6,6 +6,7 @@ and clustered with FastJet (anti-kT, R = 0.8) from the visible final-state parti
     w  W -> qq'          WeakDoubleBoson ffbar -> WW, W hadronic  matched to a W whose decay quarks are all inside
     z  Z -> qq           WeakDoubleBoson ffbar -> ZZ (Z only), hadronic matched to a Z whose decay quarks are all inside
     t  t -> bW -> bqq'   Top gg, qqbar -> ttbar, W hadronic       matched to a top whose b and W quarks are all inside
+    qcd  QCD jets       HardQCD:all (the top-tagging set's background) matched to an outgoing hard quark or gluon
 
 "Matched": the jet's axis lies within R of the particle and, for W, Z and top, every quark of its decay lies
 within R of the axis (the decay is contained in the jet). Each event gives at most one jet: the hardest one
@@ -47,9 +48,16 @@ PROCESSES: dict[str, Process] = {
                  frozenset({23}), True),
     "t": Process(("Top:gg2ttbar = on", "Top:qqbar2ttbar = on", "24:onMode = off", f"24:{DECAYS_TO_QUARKS}"),
                  frozenset({6}), True),
+    "qcd": Process(("HardQCD:all = on",), frozenset({1, 2, 3, 4, 5, 21}), False),
 }
 QUIET = ("Print:quiet = on", "Next:numberCount = 0", "Next:numberShowEvent = 0", "Next:numberShowInfo = 0",
          "Next:numberShowProcess = 0")
+
+
+def process(label: str) -> Process:
+    if label not in PROCESSES:
+        raise ValueError(f"no simulated process for class {label!r}; the classes are {', '.join(PROCESSES)}")
+    return PROCESSES[label]
 
 
 def pythia_version() -> str:
@@ -65,8 +73,7 @@ def _pythia(label: str, seed: int, pt_window: tuple[float, float]):
         raise NotInstalled("simulated jets need Pythia 8 (pythia8mc 8.317.2, a binary wheel for CPython 3.11): "
                            "pip install pythia8mc==8.317.2") from exc
 
-    if label not in PROCESSES:
-        raise ValueError(f"no simulated process for class {label!r}; the classes are {', '.join(PROCESSES)}")
+    process(label)
     if not 0 <= seed < 900_000_000:
         raise ValueError(f"seed {seed} is outside Pythia's range 0..899999999")
     pythia = pythia8mc.Pythia("", False)
@@ -138,7 +145,7 @@ def generate(label: str, n: int, seed: int, pt_window: tuple[float, float] = PT_
     """``n`` jets of class ``label``: their constituents as a jagged array of records (px, py, pz, E in GeV),
     one list per jet. ``progress`` is called with the number of jets made so far, after each one."""
     pythia = _pythia(label, seed, pt_window)
-    process = PROCESSES[label]
+    wanted = PROCESSES[label]
     jets: list[np.ndarray] = []
     events = 0
     while len(jets) < n:
@@ -148,7 +155,7 @@ def generate(label: str, n: int, seed: int, pt_window: tuple[float, float] = PT_
         if not pythia.next():
             continue
         event = pythia.event
-        jet = _matched_jet(_visible(event), _targets(event, process), pt_window)
+        jet = _matched_jet(_visible(event), _targets(event, wanted), pt_window)
         if jet is not None:
             jets.append(jet)
             if progress:
@@ -159,41 +166,7 @@ def generate(label: str, n: int, seed: int, pt_window: tuple[float, float] = PT_
 
 def chunk_seed(seed: int, label: str, chunk: int) -> int:
     """Pythia's seed for one chunk of one class: fixed by (seed, class, chunk), so a set is the same whatever the
-    number of worker processes that made it."""
+    number of worker processes that made it, and a larger set of the same seed begins with a smaller one."""
+    process(label)
     state = np.random.SeedSequence(seed, spawn_key=(list(PROCESSES).index(label), chunk)).generate_state(1)[0]
     return int(state) % 900_000_000
-
-
-def _chunk(args: tuple[str, int, int, tuple[float, float]]) -> ak.Array:
-    label, n, seed, pt_window = args
-    return generate(label, n, seed, pt_window)
-
-
-def simulate(counts: dict[str, int], seed: int, workers: int = 1, pt_window: tuple[float, float] = PT_WINDOW_GEV,
-             chunk: int = 200, progress: Callable[[int], None] | None = None) -> tuple[ak.Array, np.ndarray]:
-    """``counts[label]`` jets of each class, generated in chunks of ``chunk`` jets over ``workers`` processes:
-    the constituents of every jet (classes in the order of ``counts``, chunks in order) and each jet's label.
-    ``progress`` is called with the number of jets made so far, as chunks finish."""
-    from concurrent.futures import ProcessPoolExecutor
-    from multiprocessing import get_context
-
-    tasks = [(label, min(chunk, n - start), chunk_seed(seed, label, start // chunk), pt_window)
-             for label, n in counts.items() for start in range(0, n, chunk)]
-    done = 0
-    parts: list[ak.Array] = []
-    if workers <= 1:
-        results = map(_chunk, tasks)
-    else:  # spawned, not forked: the parent may hold TensorFlow's threads
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
-        results = pool.map(_chunk, tasks)
-    try:
-        for (_, n, _, _), part in zip(tasks, results, strict=True):
-            parts.append(part)
-            done += n
-            if progress:
-                progress(done)
-    finally:
-        if workers > 1:
-            pool.shutdown(cancel_futures=True)
-    labels = np.concatenate([np.full(n, label) for label, n in counts.items()]) if counts else np.array([], dtype=str)
-    return (ak.concatenate(parts) if parts else ak.Array([])), labels
