@@ -82,17 +82,17 @@ class SimulationSpec(_Model):
         description="Seed of the simulation (each chunk of jets gets a Pythia seed derived from it). Apart from "
         "the dataset's seed, which draws the split: trials that vary only that share one simulated set.",
     )
-    pt_range: tuple[float, float] | None = Field(
-        None,
+    pt_range: list[float] | None = Field(
+        None, min_length=2, max_length=2,
         description="The jets' pT window in GeV [low, high]. Default: 800-1200 for jets (the hls4ml jet data set's, "
         "around 1 TeV), 550-650 for jet-images (the top-tagging data set's).",
     )
 
     @field_validator("pt_range")
     @classmethod
-    def _window(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+    def _window(cls, value: list[float] | None) -> list[float] | None:
         if value is not None and not 100 <= value[0] < value[1] <= 6500:
-            raise ValueError(f"ptRange {list(value)} is not a window [low, high] with 100 <= low < high <= 6500 GeV")
+            raise ValueError(f"ptRange {value} is not a window [low, high] with 100 <= low < high <= 6500 GeV")
         return value
 
 
@@ -145,7 +145,8 @@ class DatasetSpec(_Model):
 
     @property
     def pt_range(self) -> tuple[float, float]:
-        return self.simulation.pt_range or PT_RANGE_GEV[self.name]
+        low, high = self.simulation.pt_range or PT_RANGE_GEV[self.name]
+        return float(low), float(high)
 
 
 class ModelSpec(_Model):

@@ -110,6 +110,17 @@ def test_every_stage_ran_in_its_container_on_the_node(on_node, small_run):
     assert all((trial / stage / "result.json").exists() for stage in ("train", "convert", "bench"))
 
 
+def test_the_jets_were_simulated_once_onto_the_artifacts_volume(on_node, small_run):
+    """The train pod simulated the set into datasets/ on the artifacts volume, where every later trial of any
+    Experiment reads it (the fault tests' trials do)."""
+    record = json.loads((on_node.artifacts / NAMESPACE / NAME / "t00" / "train" / "dataset.json").read_text())
+    simulation = record["simulation"]
+    assert record["source"] == "simulated with Pythia 8.317.2 and FastJet 3.5.2, no detector simulation"
+    assert simulation["cache"] == "/artifacts/datasets" and simulation["chunksMade"] + simulation["chunksReused"] == 80
+    chunks = [folder for folder in (on_node.artifacts / "datasets").iterdir() if (folder / "made.json").exists()]
+    assert len(chunks) >= 80 and {folder.name.split("-")[0] for folder in chunks} >= set("gqwzt")
+
+
 def _requests_with_errors(on_node) -> None:
     """Good requests and some of the wrong shape straight to each server pod (its address on the pods' bridge),
     so that the errors panel has something to show."""
