@@ -152,18 +152,18 @@ def progress_printer(label: str, every: float = 5.0) -> Progress:
 
 
 def _simulate(spec: DatasetSpec, cache: Path, progress: Progress | None):
+    """The simulated set of ``spec`` and its record (what it is, how it was made, where it is kept)."""
     from fpgaflow_trainer.simulation.sets import load_or_simulate
 
     recipe = simulation_recipe(spec)
-    made = load_or_simulate(recipe, cache, progress=progress)
-    record = {"description": recipe.description(), **recipe.record(), **made.record()}
-    return recipe, made, record
+    made = load_or_simulate(recipe, cache, progress=progress, constituents=spec.name == "jet-images")
+    return made, {"description": recipe.description(), **recipe.record(), **made.record()}
 
 
 def _jets(spec: DatasetSpec, cache: Path, progress: Progress | None) -> Dataset:
     simulation = None
     if spec.path is None:
-        _, made, simulation = _simulate(spec, cache, progress)
+        made, simulation = _simulate(spec, cache, progress)
         x, y, path, fmt = made.features, made.labels, None, "simulated"
     else:
         x, y, fmt = readers.read_jets(spec.path)
@@ -178,7 +178,7 @@ def _jets(spec: DatasetSpec, cache: Path, progress: Progress | None) -> Dataset:
 def _jet_images(spec: DatasetSpec, cache: Path, progress: Progress | None) -> Dataset:
     from fpgaflow_trainer.simulation.images import jet_images
 
-    _, made, simulation = _simulate(spec, cache, progress)
+    made, simulation = _simulate(spec, cache, progress)
     size = spec.image_size
     x = jet_images(made.constituents, size=size, rotate=spec.align_images, flip=spec.align_images)[..., None]
     simulation = {**simulation, "images": f"{size}x{size} pixels of pT / the jet's pT in (rapidity, azimuth), "

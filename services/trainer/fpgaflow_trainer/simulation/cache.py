@@ -98,7 +98,8 @@ def load_or_make(root: Path, recipe: Mapping[str, Any], make: Callable[[], dict[
     return read(folder, reused=not made)
 
 
-def read(folder: Path, reused: bool = True) -> Cached:
+def read(folder: Path, names: tuple[str, ...] | None = None, reused: bool = True) -> Cached:
+    """A cached set's arrays (those ``names``, or all)."""
     with np.load(folder / "data.npz", allow_pickle=False) as data:
-        arrays = {name: data[name] for name in data.files}
+        arrays = {name: data[name] for name in (names or data.files)}
     return Cached(folder, arrays, json.loads((folder / "made.json").read_text()), reused)

@@ -60,18 +60,24 @@ def process(label: str) -> Process:
     return PROCESSES[label]
 
 
-def pythia_version() -> str:
-    from importlib.metadata import version
+NOT_INSTALLED = ("simulated jets need Pythia 8's Python package (pythia8mc 8.317.2, binary wheels for CPython "
+                 "3.10 to 3.12): pip install pythia8mc==8.317.2, or give a data file in dataset.path")
 
-    return version("pythia8mc")
+
+def pythia_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("pythia8mc")
+    except PackageNotFoundError:
+        raise NotInstalled(NOT_INSTALLED) from None
 
 
 def _pythia(label: str, seed: int, pt_window: tuple[float, float]):
     try:
         import pythia8mc
     except ImportError as exc:
-        raise NotInstalled("simulated jets need Pythia 8 (pythia8mc 8.317.2, a binary wheel for CPython 3.11): "
-                           "pip install pythia8mc==8.317.2") from exc
+        raise NotInstalled(NOT_INSTALLED) from exc
 
     process(label)
     if not 0 <= seed < 900_000_000:

@@ -101,7 +101,7 @@ class SimulatedJets:
 
     features: np.ndarray
     labels: np.ndarray
-    constituents: ak.Array
+    constituents: ak.Array | None  # None where not asked for
     folders: list[Path]
     made: int  # chunks made by this call
     reused: int  # chunks read from the cache
@@ -133,9 +133,10 @@ def missing_bytes(recipe: Recipe, root: Path) -> int:
 
 
 def load_or_simulate(recipe: Recipe, root: Path, workers: int | None = None,
-                     progress: Callable[[int, int], None] | None = None) -> SimulatedJets:
+                     progress: Callable[[int, int], None] | None = None, constituents: bool = True) -> SimulatedJets:
     """The set of ``recipe``: its chunks read from the cache at ``root``, those missing generated first over
-    ``workers`` processes (default: the usable CPUs). ``progress(jets made, jets to make)`` follows the making.
+    ``workers`` processes (default: the usable CPUs). ``progress(jets made, jets to make)`` follows the making;
+    the constituents are read only where ``constituents`` asks for them (the features alone are a 30th of a set).
     Raises :class:`cache.CacheFull` before making anything where the cache's disk cannot hold the new chunks."""
     chunks = recipe.chunks()
     todo = [(label, i) for label, i in chunks if not cache.is_cached(root, recipe.chunk_recipe(label, i))]
@@ -146,16 +147,17 @@ def load_or_simulate(recipe: Recipe, root: Path, workers: int | None = None,
     folders = []
     for label, i in chunks:
         folder = root / cache.recipe_key(recipe.chunk_recipe(label, i))
-        parts[label].append(cache.read(folder).arrays)
+        parts[label].append(cache.read(folder, None if constituents else ("features",)).arrays)
         folders.append(folder)
     features, labels, jets = [], [], []
     for k, (label, n) in enumerate(recipe.counts.items()):
         features.append(np.concatenate([p["features"] for p in parts[label]])[:n])
         labels.append(np.full(n, k, dtype=np.int64))
-        counts = np.concatenate([p["counts"] for p in parts[label]])[:n]
-        flat = np.concatenate([p["constituents"] for p in parts[label]])[: counts.sum()]
-        jets.append(ak.unflatten(ak.zip({key: flat[:, j] for j, key in enumerate(MOMENTA)}), counts))
-    return SimulatedJets(np.concatenate(features), np.concatenate(labels), ak.concatenate(jets), folders,
+        if constituents:
+            counts = np.concatenate([p["counts"] for p in parts[label]])[:n]
+            flat = np.concatenate([p["constituents"] for p in parts[label]])[: counts.sum()]
+            jets.append(ak.unflatten(ak.zip({key: flat[:, j] for j, key in enumerate(MOMENTA)}), counts))
+    return SimulatedJets(np.concatenate(features), np.concatenate(labels), ak.concatenate(jets) if jets else None, folders,
                          made=len(todo), reused=len(chunks) - len(todo), seconds=seconds)
 
 
