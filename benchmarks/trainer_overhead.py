@@ -21,11 +21,12 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from fpgaflow.cli import DEFAULT_HOME
 from fpgaflow.preprocess import Scaler
 from fpgaflow.processes import free_port
 from fpgaflow.spec import DatasetSpec, ExperimentSpec
 from fpgaflow.trial import TrialDir, write_json
-from fpgaflow_trainer.datasets import load_dataset, progress_printer
+from fpgaflow_trainer.datasets import cache_folder, load_dataset, progress_printer
 from fpgaflow_trainer.model import build_model
 from fpgaflow_trainer.train import run, validation_split
 
@@ -38,7 +39,8 @@ SIMULATED = 20_000  # jets simulated (once, into the data-set cache) and drawn f
 def jets_file(samples: int, folder: Path) -> Path:
     """``samples`` jets drawn with replacement from the simulated set of SIMULATED jets, as an .npz file: a set of
     the public one's size for timing; the overhead does not depend on the physics."""
-    data = load_dataset(DatasetSpec(name="jets", samples=SIMULATED, seed=42), progress=progress_printer("jets"))
+    data = load_dataset(DatasetSpec(name="jets", samples=SIMULATED, seed=42), cache_folder(Path(DEFAULT_HOME)),
+                        progress_printer("jets"))
     x, y = np.concatenate([data.x_train, data.x_test]), np.concatenate([data.y_train, data.y_test])
     drawn = np.random.default_rng(0).integers(0, len(x), samples)
     np.savez(folder / "jets.npz", x=x[drawn], y=y[drawn])
