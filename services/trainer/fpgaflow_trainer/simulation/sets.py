@@ -26,7 +26,7 @@ import numpy as np
 
 from fpgaflow_trainer.simulation import cache
 from fpgaflow_trainer.simulation.features import jet_features, quiet_fastjet
-from fpgaflow_trainer.simulation.pythia import PROCESSES, chunk_seed, generate, pythia_version
+from fpgaflow_trainer.simulation.pythia import chunk_seed, generate, process, pythia_version
 
 CHUNK_JETS = 250
 # What a cached jet takes on disk: its 16 features (float32) and about 100 visible constituents at pT ~ 1 TeV
@@ -69,9 +69,8 @@ class Recipe:
     versions: dict[str, str] = field(default_factory=lambda: {"pythia": pythia_version(), "fastjet": fastjet_version()})
 
     def __post_init__(self):
-        unknown = [label for label in self.counts if label not in PROCESSES]
-        if unknown:
-            raise ValueError(f"no simulated process for class {unknown[0]!r}; the classes are {', '.join(PROCESSES)}")
+        for label in self.counts:
+            process(label)  # an unknown class is refused by name
         low, high = self.pt_window
         if not 0 <= low < high:
             raise ValueError(f"the jet pT window {low:g}-{high:g} GeV is empty")
