@@ -24,7 +24,8 @@ DEFAULT_HOME = "fpgaflow-runs"
 COMMAND_GROUP = "fpgaflow.commands"  # entry points: NAME = "module:register", register(subparsers) adds commands
 
 
-def _home(args) -> Path:
+def home_folder(args) -> Path:
+    """The run store folder of a command: --home, else $FPGAFLOW_HOME, else ./fpgaflow-runs."""
     return Path(args.home or os.environ.get("FPGAFLOW_HOME") or DEFAULT_HOME)
 
 
@@ -61,7 +62,7 @@ def cmd_run(args) -> int:
     path = Path(args.manifest)
     experiment = load_experiment(path)
     console = _console()
-    settings = RunSettings(home=_home(args), replace=args.replace, prometheus=not args.no_prometheus)
+    settings = RunSettings(home=home_folder(args), replace=args.replace, prometheus=not args.no_prometheus)
     with Progress(SpinnerColumn(), TextColumn("{task.fields[trial]}"), TextColumn("{task.description}"),
                   TimeElapsedColumn(), console=console, transient=False) as progress:
         tasks: dict[str, TaskID] = {}
@@ -86,10 +87,10 @@ def cmd_list(args) -> int:
 
     from fpgaflow.store import RunStore
 
-    table = Table(title=f"experiments in {_home(args)}", title_justify="left")
+    table = Table(title=f"experiments in {home_folder(args)}", title_justify="left")
     for column in ("name", "phase", "trials", "succeeded", "best emulated accuracy", "git commit", "updated"):
         table.add_column(column)
-    for e in RunStore(_home(args)).experiments():
+    for e in RunStore(home_folder(args)).experiments():
         best = f"{e['best_emulated']:.4f}" if e["best_emulated"] is not None else "—"
         commit = (e["git_commit"] or "—")[:10] + ("+dirty" if e["git_dirty"] else "")
         table.add_row(e["name"], e["phase"], str(e["trials"]), str(e["succeeded"] or 0), best, commit,
@@ -104,7 +105,7 @@ def cmd_show(args) -> int:
     from fpgaflow.summary import trial_summary
     from fpgaflow.trial import TrialDir
 
-    store = RunStore(_home(args))
+    store = RunStore(home_folder(args))
     record = store.experiment(args.name)
     if record is None:
         raise FpgaflowError(f"no experiment named {args.name!r} in {store.home}", reason="NotFound")
@@ -123,7 +124,7 @@ def cmd_report(args) -> int:
     from fpgaflow.report import print_report, regenerate
     from fpgaflow.store import RunStore
 
-    path, summaries = regenerate(RunStore(_home(args)), args.name)
+    path, summaries = regenerate(RunStore(home_folder(args)), args.name)
     print_report(_console(), args.name, summaries, path)
     return 0
 
@@ -131,7 +132,7 @@ def cmd_report(args) -> int:
 def cmd_export(args) -> int:
     from fpgaflow.store import RunStore
 
-    text = RunStore(_home(args)).export_csv()
+    text = RunStore(home_folder(args)).export_csv()
     if args.output:
         Path(args.output).write_text(text)
         print(f"wrote {args.output}")

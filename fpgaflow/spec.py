@@ -69,7 +69,6 @@ class _Model(BaseModel):
     )
 
 
-IMAGE_DATASETS = ("jet-images", "digits", "mnist", "fashion-mnist")
 SIMULATED_DATASETS = ("jets", "jet-images")
 PT_RANGE_GEV = {"jets": (800.0, 1200.0), "jet-images": (550.0, 650.0)}  # the public data sets' windows
 

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
 import time
 from pathlib import Path
 
-from fpgaflow.cli import DEFAULT_HOME, add_stage_arguments
+from fpgaflow.cli import DEFAULT_HOME, add_stage_arguments, home_folder
 from fpgaflow.errors import FpgaflowError
 from fpgaflow.trial import run_stage
 
@@ -42,7 +41,7 @@ def cmd_data_check(args) -> int:
     if spec.name != "jets":
         raise FpgaflowError(f"data check compares the jets data set's 16 features; this manifest's data set is {spec.name}",
                             reason="SpecError")
-    home = Path(args.home or os.environ.get("FPGAFLOW_HOME") or DEFAULT_HOME)
+    home = home_folder(args)
     data = load_dataset(spec, cache_folder(home), progress_printer(spec.name))
     print(f"data check: {data.describe()['source']}; training the hls4ml tutorial's MLP for {args.epochs} epochs", flush=True)
     result = check_set(data, Path(args.out or home / "data-check"), args.epochs)

@@ -28,6 +28,7 @@ from sklearn.model_selection import train_test_split
 
 from fpgaflow.spec import DatasetSpec
 from fpgaflow_trainer import jets, readers
+from fpgaflow_trainer.preconditions import human_seconds
 
 MNIST_CLASSES = tuple(str(d) for d in range(10))
 FASHION_MNIST_CLASSES = (
@@ -135,7 +136,7 @@ def needed_bytes(spec: DatasetSpec, cache: Path) -> int:
 
 def progress_printer(label: str, every: float = 5.0) -> Progress:
     """A progress callback printing a line at most every ``every`` seconds, and the last one:
-    ``data: simulating jets 1,250/20,000 (6%), 104 jets/s, 3 min left``."""
+    ``data: simulating jets 1,250/20,000 (6%), 104 jets/s, 2m58s left``."""
     started, last = time.monotonic(), [-every]
 
     def show(done: int, total: int) -> None:
@@ -144,7 +145,7 @@ def progress_printer(label: str, every: float = 5.0) -> Progress:
             return
         last[0] = now
         rate = done / max(now - started, 1e-9)
-        left = f", {max((total - done) / rate, 0) / 60:.0f} min left" if done and done < total else ""
+        left = f", {human_seconds((total - done) / rate)} left" if done and done < total else ""
         print(f"data: simulating {label} {done:,}/{total:,} ({100 * done / max(total, 1):.0f}%)"
               + (f", {rate:.0f} jets/s{left}" if done else ""), flush=True)
 

@@ -25,6 +25,7 @@ import numpy as np
 from fpgaflow_trainer.jets import FEATURES
 
 JET_RADIUS = 0.8
+MOMENTA = ("px", "py", "pz", "E")  # the fields of a constituent, in GeV
 MMDT = {"beta": 0, "symmetry_cut": 0.1, "R0": JET_RADIUS}
 
 
@@ -69,7 +70,7 @@ def jet_features(constituents: ak.Array) -> np.ndarray:
     if len(constituents) == 0:
         return np.zeros((0, len(FEATURES)))
     groomed = _cluster(constituents).exclusive_jets_softdrop_grooming(njets=1, **MMDT)
-    inner = _cluster(ak.zip({k: groomed.constituents[k] for k in ("px", "py", "pz", "E")}))
+    inner = _cluster(ak.zip({k: groomed.constituents[k] for k in MOMENTA}))
     e2 = {beta: _ecfg(inner, 2, 1, beta) for beta in (0, 1, 2)}
     e3 = {(angles, beta): _ecfg(inner, 3, angles, beta) for angles in (1, 2, 3) for beta in (1, 2)}
     pt = np.hypot(constituents.px, constituents.py)

@@ -8,14 +8,14 @@ from __future__ import annotations
 import awkward as ak
 import numpy as np
 
-from fpgaflow_trainer.simulation.features import JET_RADIUS
+from fpgaflow_trainer.simulation.features import JET_RADIUS, MOMENTA
 
 
 def _coordinates(constituents: ak.Array) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
     """pT, rapidity and azimuth of each jet's constituents, the azimuth unwrapped about the jet's direction."""
     pts, ys, phis = [], [], []
     for jet in constituents:
-        px, py, pz, e = (np.asarray(jet[k], dtype=np.float64) for k in ("px", "py", "pz", "E"))
+        px, py, pz, e = (np.asarray(jet[k], dtype=np.float64) for k in MOMENTA)
         pt = np.hypot(px, py)
         y = 0.5 * np.log((e + pz) / np.maximum(e - pz, 1e-12))
         phi = np.arctan2(py, px)

@@ -19,14 +19,13 @@ engine, seeded from ``seed``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import awkward as ak
 import numpy as np
 
 from fpgaflow.errors import NotInstalled
-from fpgaflow_trainer.simulation.features import JET_RADIUS, quiet_fastjet
+from fpgaflow_trainer.simulation.features import JET_RADIUS, MOMENTA, quiet_fastjet
 
 ENERGY_GEV = 13000.0
 PT_WINDOW_GEV = (800.0, 1200.0)
@@ -147,9 +146,9 @@ def _matched_jet(particles: np.ndarray, targets, pt_window: tuple[float, float])
 
 
 def generate(label: str, n: int, seed: int, pt_window: tuple[float, float] = PT_WINDOW_GEV,
-             progress: Callable[[int], None] | None = None, max_events_per_jet: int = 50) -> ak.Array:
+             max_events_per_jet: int = 50) -> ak.Array:
     """``n`` jets of class ``label``: their constituents as a jagged array of records (px, py, pz, E in GeV),
-    one list per jet. ``progress`` is called with the number of jets made so far, after each one."""
+    one list per jet."""
     pythia = _pythia(label, seed, pt_window)
     wanted = PROCESSES[label]
     jets: list[np.ndarray] = []
@@ -164,9 +163,7 @@ def generate(label: str, n: int, seed: int, pt_window: tuple[float, float] = PT_
         jet = _matched_jet(_visible(event), _targets(event, wanted), pt_window)
         if jet is not None:
             jets.append(jet)
-            if progress:
-                progress(len(jets))
-    columns = {key: ak.Array([jet[:, i] for jet in jets]) for i, key in enumerate(("px", "py", "pz", "E"))}
+    columns = {key: ak.Array([jet[:, i] for jet in jets]) for i, key in enumerate(MOMENTA)}
     return ak.zip(columns)
 
 

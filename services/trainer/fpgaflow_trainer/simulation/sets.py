@@ -25,14 +25,13 @@ import awkward as ak
 import numpy as np
 
 from fpgaflow_trainer.simulation import cache
-from fpgaflow_trainer.simulation.features import jet_features, quiet_fastjet
+from fpgaflow_trainer.simulation.features import MOMENTA, jet_features, quiet_fastjet
 from fpgaflow_trainer.simulation.pythia import chunk_seed, generate, process, pythia_version
 
 CHUNK_JETS = 250
 # What a cached jet takes on disk: its 16 features (float32) and about 100 visible constituents at pT ~ 1 TeV
 # (16 bytes each); used to refuse a set the cache's disk cannot hold before anything is made.
 BYTES_PER_JET = 16 * 4 + 4 + 110 * 16
-MOMENTA = ("px", "py", "pz", "E")
 
 
 def fastjet_version() -> str:
@@ -125,10 +124,14 @@ def ensure_chunk(root: Path, chunk: dict) -> None:
                                                  tuple(chunk["ptWindow"])), BYTES_PER_JET * chunk["jets"])
 
 
-def missing_bytes(recipe: Recipe, root: Path) -> int:
-    """About what the chunks of ``recipe`` not yet in the cache will take on disk."""
-    missing = [c for c in recipe.chunks() if not cache.is_cached(root, recipe.chunk_recipe(*c))]
-    return len(missing) * recipe.chunk * BYTES_PER_JET
+def missing_chunks(recipe: Recipe, root: Path) -> list[tuple[str, int]]:
+    """(class, chunk index) of the chunks of ``recipe`` not yet in the cache at ``root``."""
+    return [c for c in recipe.chunks() if not cache.is_cached(root, recipe.chunk_recipe(*c))]
+
+
+def missing_bytes(recipe: Recipe, root: Path, missing: list[tuple[str, int]] | None = None) -> int:
+    """About what the chunks of ``recipe`` not yet in the cache (``missing``, found when not given) will take."""
+    return len(missing_chunks(recipe, root) if missing is None else missing) * recipe.chunk * BYTES_PER_JET
 
 
 def load_or_simulate(recipe: Recipe, root: Path, workers: int | None = None,
@@ -138,9 +141,9 @@ def load_or_simulate(recipe: Recipe, root: Path, workers: int | None = None,
     the constituents are read only where ``constituents`` asks for them (the features alone are a 30th of a set).
     Raises :class:`cache.CacheFull` before making anything where the cache's disk cannot hold the new chunks."""
     chunks = recipe.chunks()
-    todo = [(label, i) for label, i in chunks if not cache.is_cached(root, recipe.chunk_recipe(label, i))]
+    todo = missing_chunks(recipe, root)
     if todo:
-        cache.check_room(root, missing_bytes(recipe, root))
+        cache.check_room(root, missing_bytes(recipe, root, todo))
     seconds = _make(recipe, root, todo, workers or usable_cpus(), progress)
     parts = {label: [] for label in recipe.counts}
     folders = []
