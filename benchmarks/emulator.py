@@ -101,8 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     if not (convert / "emulator").is_dir():
         print(f"emubench: {args.trial_dir} has no converted emulator; `make bench` makes it", file=sys.stderr)
         return 2
-    from fpgaflow.emulation.fastemu import load_fast_emulator
     from fpgaflow.emulation.library import load_emulator
+    from fpgaflow.emulation.project import load_fast_emulator
     from fpgaflow.preprocess import Scaler
 
     reference, fast = load_emulator(convert / "emulator"), load_fast_emulator(convert)

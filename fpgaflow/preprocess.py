@@ -12,9 +12,17 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Scaler:
+    """Standardization per input value, and the shape of the samples the served model takes: ``shape`` (rows,
+    columns, channels of an image model, say), or flat rows of the features where it is None."""
+
     features: tuple[str, ...]
     mean: np.ndarray
     scale: np.ndarray
+    shape: tuple[int, ...] | None = None
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return self.shape if self.shape is not None else (len(self.features),)
 
     @classmethod
     def fit(cls, x: np.ndarray, features: list[str] | tuple[str, ...]) -> Scaler:
@@ -29,9 +37,13 @@ class Scaler:
         return ((flat - self.mean) / self.scale).astype(np.float32).reshape(shape)
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps({"features": list(self.features), "mean": self.mean.tolist(), "scale": self.scale.tolist()}, indent=1))
+        doc = {"features": list(self.features), "mean": self.mean.tolist(), "scale": self.scale.tolist()}
+        if self.shape is not None:
+            doc["shape"] = list(self.shape)
+        path.write_text(json.dumps(doc, indent=1))
 
     @classmethod
     def load(cls, path: Path) -> Scaler:
         doc = json.loads(Path(path).read_text())
-        return cls(tuple(doc["features"]), np.asarray(doc["mean"]), np.asarray(doc["scale"]))
+        shape = tuple(int(d) for d in doc["shape"]) if "shape" in doc else None
+        return cls(tuple(doc["features"]), np.asarray(doc["mean"]), np.asarray(doc["scale"]), shape)

@@ -114,7 +114,9 @@ def target_note(target: str, info: dict, timing: dict | None) -> str:
     if target == "fpga" and str(info.get("backend", "")).startswith("hls4ml C simulation"):
         note = FALLBACK_NOTE
     if target == "fpga" and timing:
-        note += f" (device, modelled: {timing['latency_ns']:g} ns, II {timing['ii_ns']:g} ns)"
+        note += f" (device, modelled: {timing['latency_ns']:g} ns, II {timing['ii_ns']:g} ns"
+        left_out = timing.get("unmodelled") or []
+        note += f", without {len(left_out)} layers the estimate does not model: {', '.join(left_out)})" if left_out else ")"
     return note
 
 

@@ -3,6 +3,7 @@ session-scoped and built once."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -51,17 +52,19 @@ def tiny_run(tmp_path_factory):
             "folder": home / "experiments" / "tiny-jets", "trial": home / "experiments" / "tiny-jets" / "t00"}
 
 
-@pytest.fixture(scope="session")
-def servers(tiny_run):
-    """cpu and fpga servers of the tiny run, started the way the runner starts them."""
+@contextlib.contextmanager
+def serving(trial: Path, targets: dict[str, tuple[str, ...]]):
+    """Servers of a trial, started the way the runner starts them ({target: extra flags}), once all answer
+    health checks: {target: {"address", "metrics"}}; stopped on exit."""
     from fpgaflow_inference.loadgen import health_ok
 
     procs, addresses = [], {}
-    for target in ("cpu", "fpga"):
+    for target, flags in targets.items():
         port, metrics = free_port(), free_port()
         procs.append(subprocess.Popen(
-            [sys.executable, "-m", "fpgaflow", "serve", "--trial-dir", str(tiny_run["trial"]), "--target", target,
-             "--port", str(port), "--metrics-port", str(metrics)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            [sys.executable, "-m", "fpgaflow", "serve", "--trial-dir", str(trial), "--target", target,
+             "--port", str(port), "--metrics-port", str(metrics), *flags], stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL))
         addresses[target] = {"address": f"127.0.0.1:{port}", "metrics": f"http://127.0.0.1:{metrics}/metrics"}
     try:
         deadline = time.monotonic() + 180
@@ -75,3 +78,10 @@ def servers(tiny_run):
             p.terminate()
         for p in procs:
             p.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def servers(tiny_run):
+    """cpu and fpga servers of the tiny run."""
+    with serving(tiny_run["trial"], {"cpu": (), "fpga": ()}) as addresses:
+        yield addresses

@@ -14,21 +14,20 @@ Each layer has two implementations:
 - the **exact path** on int64 mantissas, used otherwise: wider types, accumulators that saturate in an
   order-dependent way (added in the C loop's order), products rounded to a coarser accumulator.
 
-Covered: the input conversion from float, Dense (Latency and Resource strategies, io_parallel and
-io_stream, plain products, pruned weights included), ReLU, linear, and the ``stable`` Softmax with its exp
-and 1/x tables, as hls4ml 1.3's Vivado/Vitis templates write them. Anything else raises NotImplementedError naming it,
-and the caller falls back to hls4ml's compiled library.
+This module holds the dense kernels, the activations and the network (:class:`FastEmulator`, a graph of
+named arrays, so that residual networks branch and merge); :mod:`fpgaflow.emulation.imagelayers` adds the
+image layers (convolutions as the same exact matrix products on im2col rows, padding, pooling, batch
+normalization, the residual add), and :mod:`fpgaflow.emulation.project` reads a converted hls4ml project into
+a network. Anything not covered raises NotImplementedError naming it, and the caller falls back to hls4ml's
+compiled library.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import json
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -52,7 +51,7 @@ from fpgaflow.emulation.apfixed import (
 
 CHUNK = 1024  # rows per block of a large batch (measured: 1024 is 1.5x faster than one block of 10,000)
 
-__all__ = ["OVERFLOW_MODES", "QUANTIZATION_MODES", "ApType", "FastEmulator", "load_fast_emulator", "parse_type",
+__all__ = ["OVERFLOW_MODES", "QUANTIZATION_MODES", "ApType", "FastEmulator", "parse_type",
            "quantize_float", "requantize"]
 
 # ----------------------------------------------------------------------------------------------------
@@ -200,21 +199,28 @@ def softmax_stable(x: np.ndarray, x_type: ApType, result: ApType, cfg: SoftmaxCo
 @dataclass
 class Layer:
     """One layer: the exact (int64) implementation always, the fast (float64) one where it is proved exact.
-    A layer may reuse its input array's memory for its output."""
+    A layer reads the arrays named ``inputs`` (one, or two for a merge) and writes the one named ``output``;
+    arrays are (samples, values) mantissas, an image's values in hls4ml's order (row, column, channel). A layer
+    may reuse its input array's memory for its output (the emulator hands it a copy where another layer reads
+    that input later). ``work``: the values per sample it holds at once (an im2col buffer), which sizes the
+    emulator's blocks."""
 
     name: str
     kind: str
     in_type: ApType
     out_type: ApType
     out_range: Range
-    exact: Callable[[np.ndarray], np.ndarray]
-    fast: Callable[[np.ndarray], np.ndarray] | None = None
+    exact: Callable[..., np.ndarray]
+    fast: Callable[..., np.ndarray] | None = None
     why_exact: str = ""  # why the fast path is not used, when it is not
+    inputs: tuple[str, ...] = ()
+    output: str = ""
+    work: int = 0
 
-    def __call__(self, m: np.ndarray) -> np.ndarray:
+    def __call__(self, *ms: np.ndarray) -> np.ndarray:
         if self.fast is not None:
-            return self.fast(m if m.dtype == np.float64 else m.astype(np.float64))
-        return self.exact(m if m.dtype == np.int64 else m.astype(np.int64))
+            return self.fast(*(m if m.dtype == np.float64 else m.astype(np.float64) for m in ms))
+        return self.exact(*(m if m.dtype == np.int64 else m.astype(np.int64) for m in ms))
 
 
 @dataclass(frozen=True)
@@ -410,19 +416,36 @@ def softmax_layer(name: str, x_range: Range, x_t: ApType, result: ApType, cfg: S
     return layer
 
 
+WORK_VALUES = 1 << 21  # float64 values a block's largest intermediate array may hold (16 MiB)
+
+
 @dataclass
 class FastEmulator:
+    """The network: layers in the C code's call order, each reading arrays that earlier ones wrote (by name),
+    from ``input_name`` (the input, cast to input_type) to ``output_name``."""
+
     input_type: ApType
     layers: list[Layer]
     input_size: int
     output_size: int
+    input_name: str = "input"
+    output_name: str = "output"
     output_type: ApType = field(init=False)
 
     def __post_init__(self):
-        self.output_type = self.layers[-1].out_type if self.layers else self.input_type
+        produced = {layer.output: layer for layer in self.layers}
+        last = produced.get(self.output_name)
+        self.output_type = last.out_type if last is not None else self.input_type
         if self.output_type.width > 24:
             raise NotImplementedError(f"output type {self.output_type} is wider than a float's 24-bit significand")
         self._fast_input = self.input_type.width <= 50
+        # an input read again later (by this layer or a later one) is handed over as a copy
+        reads = [(i, name) for i, layer in enumerate(self.layers) for name in layer.inputs]
+        final = {name: position for position, (_, name) in enumerate(reads)}
+        self._copies = [[final[name] != position or name == self.output_name
+                         for position, (_, name) in enumerate(reads) if _ == i] for i in range(len(self.layers))]
+        work = max([layer.work for layer in self.layers] + [self.input_size, 1])
+        self.chunk = max(16, min(CHUNK, WORK_VALUES // work))
 
     @property
     def paths(self) -> dict[str, str]:
@@ -430,17 +453,18 @@ class FastEmulator:
         return {layer.name: "float64" if layer.fast is not None else f"int64 ({layer.why_exact})" for layer in self.layers}
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        """Outputs for a batch of already-scaled inputs, (n, input_size) -> (n, output_size) float32,
-        the same bits as :meth:`fpgaflow.emulation.library.Emulator.predict`. Large batches go through in
-        blocks of CHUNK rows, whose intermediate arrays stay in the CPU's caches."""
+        """Outputs for a batch of already-scaled inputs, (n, input_size) -> (n, output_size) float32 (an image
+        batch (n, rows, cols, channels) is taken as its rows of values), the same bits as
+        :meth:`fpgaflow.emulation.library.Emulator.predict`. Large batches go through in blocks of ``chunk``
+        samples, whose intermediate arrays stay in the CPU's caches."""
         x = np.asarray(x, dtype=np.float32).reshape(len(x), -1)
         if x.shape[1] != self.input_size:
             raise ValueError(f"expected {self.input_size} values per sample, got {x.shape[1]}")
-        if len(x) <= CHUNK:
+        if len(x) <= self.chunk:
             return self._predict(x)
         out = np.empty((len(x), self.output_size), dtype=np.float32)
-        for start in range(0, len(x), CHUNK):
-            out[start:start + CHUNK] = self._predict(x[start:start + CHUNK])
+        for start in range(0, len(x), self.chunk):
+            out[start:start + self.chunk] = self._predict(x[start:start + self.chunk])
         return out
 
     def _predict(self, x: np.ndarray) -> np.ndarray:
@@ -448,186 +472,13 @@ class FastEmulator:
             m = quantize_float64(x, self.input_type)
         else:  # +-inf as ap_types takes them; NaN is refused
             m = quantize_float(x, self.input_type)
-        for layer in self.layers:
-            m = layer(m)
+        arrays = {self.input_name: m}
+        for layer, copies in zip(self.layers, self._copies, strict=True):
+            args = [arrays[name].copy() if copy else arrays.pop(name) for name, copy in zip(layer.inputs, copies, strict=True)]
+            arrays[layer.output] = layer(*args)
+        m = arrays[self.output_name]
         if m.dtype == np.float64:
             m *= 2.0**-self.output_type.fraction
             m += 0.0  # -0.0 -> +0.0, as ap_fixed's conversion to float gives
             return m.astype(np.float32)
         return to_float(m, self.output_type)
-
-
-# ----------------------------------------------------------------------------------------------------
-# the network from the converter's artifact
-# ----------------------------------------------------------------------------------------------------
-
-_TYPEDEF = re.compile(r"^\s*typedef\s+(.+?)\s+(\w+)\s*;", re.M)
-_STRUCT = re.compile(r"struct\s+(\w+)\s*:\s*nnet::(\w+)\s*\{(.*?)\n\};", re.S)
-_CONST = re.compile(r"static\s+(?:const|constexpr)\s+[\w:]+\s+(\w+)\s*=\s*([^;]+);")
-_USING = re.compile(r"using\s+(\w+)\s*=\s*([\w:]+)")
-_CALL = re.compile(r"^[ \t]*nnet::(\w+)<([^>]*)>\(([^)]*)\);[ \t]*//[ \t]*(\S+)", re.M)
-_TOP = re.compile(r"void\s+(\w+)\s*\(\s*(\w+)\s+(\w+)\[(\d+)\]\s*,\s*(\w+)\s+(\w+)\[(\d+)\]\s*\)")
-_TOP_STREAM = re.compile(r"void\s+(\w+)\s*\(\s*hls::stream<(\w+)>\s*&\s*(\w+)\s*,\s*hls::stream<(\w+)>\s*&\s*(\w+)\s*\)")
-_ARRAY = re.compile(r"^\s*nnet::array<\s*(.+?)\s*,\s*([\d\s*]+)>\s*$")
-IO_TYPES = ("nnet::io_parallel", "nnet::io_stream")  # io_stream: the same kernels on packed arrays
-
-
-def parse_typedefs(text: str) -> dict[str, str]:
-    """defines.h's types by name; an io_stream design's packed ``nnet::array<T, N>`` stands for its element T
-    (its layers compute on T, one pack of the whole layer: see :func:`array_sizes`)."""
-    types = {}
-    for spelling, name in _TYPEDEF.findall(text):
-        packed = _ARRAY.match(spelling)
-        types[name] = packed.group(1) if packed else spelling
-    return types
-
-
-def array_sizes(text: str) -> dict[str, int]:
-    """The element counts of defines.h's packed ``nnet::array<T, N>`` types, by name."""
-    sizes = {}
-    for spelling, name in _TYPEDEF.findall(text):
-        packed = _ARRAY.match(spelling)
-        if packed:
-            sizes[name] = int(np.prod([int(f) for f in packed.group(2).split("*")]))
-    return sizes
-
-
-def _top(source: str, project: str, sizes: dict[str, int]) -> tuple[str, str, int, str, str, int]:
-    """The top function's (input type, input name, input size, output type, output name, output size):
-    arrays under io_parallel, streams of one pack each under io_stream."""
-    top = _TOP.search(source)
-    if top is not None:
-        _, in_type, in_name, in_size, out_type, out_name, out_size = top.groups()
-        return in_type, in_name, int(in_size), out_type, out_name, int(out_size)
-    top = _TOP_STREAM.search(source)
-    if top is not None:
-        _, in_type, in_name, out_type, out_name = top.groups()
-        if in_type in sizes and out_type in sizes:
-            return in_type, in_name, sizes[in_type], out_type, out_name, sizes[out_type]
-    raise NotImplementedError(f"{project}.cpp: a top function other than one input and one output (arrays, or "
-                              "streams of one packed array each)")
-
-
-def parse_configs(text: str) -> dict[str, dict]:
-    """parameters.h's config structs: {name: {"base": ..., constants, typedefs, usings}}."""
-    configs = {}
-    for name, base, body in _STRUCT.findall(text):
-        cfg = {"base": base}
-        cfg.update({k: v.strip() for k, v in _CONST.findall(body)})
-        cfg.update({k: v for v, k in _TYPEDEF.findall(body)})
-        cfg.update(_USING.findall(body))
-        configs[name] = cfg
-    return configs
-
-
-def read_weights(path: Path) -> np.ndarray:
-    """A weights/*.txt file (one line of comma-separated decimals, parsed as double like the C simulation)."""
-    line = path.read_text().splitlines()[0]
-    return np.array([float(v) for v in line.split(",") if v.strip()], dtype=np.float64)
-
-
-
-
-def _require(cfg: dict, key: str, allowed: tuple[str, ...], what: str) -> str:
-    value = cfg.get(key)
-    if value not in allowed:
-        raise NotImplementedError(f"{what}: {key} = {value} (only {', '.join(allowed)} covered)")
-    return value
-
-
-DENSE_KERNELS = {"nnet::latency": ("nnet::DenseLatency",),
-                 "nnet::resource": ("nnet::DenseResource_rf_leq_nin", "nnet::DenseResource_rf_gt_nin_rem0")}
-
-
-def _dense_layer(name, x_range, in_t, out_t, cfg, args, firmware, types) -> Layer:
-    what = f"dense layer {name}"
-    _require(cfg, "io_type", IO_TYPES, what)
-    strategy = _require(cfg, "strategy", tuple(DENSE_KERNELS), what)
-    _require(cfg, "kernel", DENSE_KERNELS[strategy], what)
-    _require(cfg, "product", ("nnet::product::mult",), what)
-    if in_t.width == 1 and not in_t.signed and in_t.integer == 1:
-        raise NotImplementedError(f"{what}: binary (ap_uint<1>) inputs")
-    n_in, n_out = int(cfg["n_in"]), int(cfg["n_out"])
-    weight_t, bias_t, accum_t = (parse_type(types[cfg[k]]) for k in ("weight_t", "bias_t", "accum_t"))
-    w = read_weights(firmware / "weights" / f"{args[2]}.txt")
-    b = read_weights(firmware / "weights" / f"{args[3]}.txt")
-    if w.size != n_in * n_out or b.size != n_out:
-        raise ValueError(f"{what}: weights of {w.size} and {b.size} values for {n_in}x{n_out}")
-    w = quantize_float(w, weight_t)
-    # hls4ml transposes a Resource-strategy layer's weights (ApplyResourceStrategy): n_out rows of n_in
-    w = w.reshape(n_out, n_in).T if strategy == "nnet::resource" else w.reshape(n_in, n_out)
-    return dense_layer(name, x_range, in_t, np.ascontiguousarray(w), weight_t, quantize_float(b, bias_t), bias_t,
-                       accum_t, out_t, strategy.removeprefix("nnet::"))
-
-
-def _softmax_layer(name, x_range, in_t, out_t, cfg, types) -> Layer:
-    what = f"softmax layer {name}"
-    _require(cfg, "io_type", IO_TYPES, what)
-    implementation = cfg.get("implementation", "").rsplit("::", 1)[-1]
-    if implementation != "stable":
-        raise NotImplementedError(f"{what}: implementation {implementation!r} (only 'stable' is covered)")
-    if cfg.get("n_in") != cfg.get("n_slice") or cfg.get("n_outer", "1") != "1":
-        raise NotImplementedError(f"{what}: a multi-dimensional softmax")
-    scale = cfg.get("exp_scale", "1.0")
-    exp_table_t, inv_table_t, accum_t, inv_inp_t, inp_norm_t = (
-        parse_type(types[cfg[k]]) for k in ("exp_table_t", "inv_table_t", "accum_t", "inv_inp_t", "inp_norm_t"))
-    config = SoftmaxConfig(
-        int(cfg["exp_table_size"]), int(cfg["inv_table_size"]), float(np.float32(float(scale.rstrip("fF")))),
-        exp_table_t, inv_table_t, accum_t, inv_inp_t, inp_norm_t, implementation=implementation,
-    )
-    return softmax_layer(name, x_range, in_t, out_t, config, int(cfg["n_in"]))
-
-
-def _activation_layer(function, name, x_range, in_t, out_t, cfg) -> Layer:
-    _require(cfg, "io_type", IO_TYPES, f"{function} layer {name}")
-    if function == "relu":
-        return relu_layer(name, x_range, in_t, out_t)
-    return linear_layer(name, x_range, in_t, out_t)
-
-
-def load_fast_emulator(convert_dir: str | Path) -> FastEmulator:
-    """The network of a converted trial (``trial/convert``) from its hls4ml project's generated sources."""
-    convert_dir = Path(convert_dir)
-    project = "myproject"
-    manifest = convert_dir / "emulator" / "emulator.json"
-    if manifest.is_file():
-        project = json.loads(manifest.read_text())["function"].removesuffix("_float")
-    return load_project(convert_dir / "hls4ml_prj", project)
-
-
-def load_project(project_dir: str | Path, project: str = "myproject") -> FastEmulator:
-    """The network of an hls4ml project folder (as ``hls_model.write()`` leaves it)."""
-    firmware = Path(project_dir) / "firmware"
-    defines = (firmware / "defines.h").read_text()
-    types, sizes = parse_typedefs(defines), array_sizes(defines)
-    configs = parse_configs((firmware / "parameters.h").read_text())
-    source = (firmware / f"{project}.cpp").read_text()
-    in_type_name, current, in_size, out_type_name, out_name, out_size = _top(source, project, sizes)
-    input_type = parse_type(types[in_type_name])
-    layers, current_type, current_range = [], input_type, Range.of(input_type)
-    for function, template, call_args, name in _CALL.findall(source):
-        targs = [a.strip() for a in template.split(",")]
-        args = [a.strip() for a in call_args.split(",")]
-        if args[0] != current:
-            raise NotImplementedError(f"layer {name} reads {args[0]}, not the previous output {current}: "
-                                      "only sequential networks are covered")
-        in_t, out_t = parse_type(types[targs[0]]), parse_type(types[targs[1]])
-        if in_t != current_type:
-            raise ValueError(f"layer {name}: input type {in_t} differs from the previous output type {current_type}")
-        cfg = configs.get(targs[-1], {})
-        if function == "dense":
-            layer = _dense_layer(name, current_range, in_t, out_t, cfg, args, firmware, types)
-        elif function in ("relu", "linear"):
-            layer = _activation_layer(function, name, current_range, in_t, out_t, cfg)
-        elif function == "softmax":
-            if sizes.get(targs[0], int(cfg.get("n_in", 0))) != int(cfg.get("n_in", 0)):
-                raise NotImplementedError(f"softmax layer {name}: its input comes in several packs (io_stream), each "
-                                          "with its own softmax")
-            layer = _softmax_layer(name, current_range, in_t, out_t, cfg, types)
-        else:
-            raise NotImplementedError(f"layer {name}: nnet::{function} is not covered (dense, relu, linear, softmax are)")
-        layers.append(layer)
-        current, current_type, current_range = args[1], out_t, layer.out_range
-    if current != out_name:
-        raise ValueError(f"the last layer writes {current}, not the top function's output {out_name}")
-    return FastEmulator(input_type, layers, int(in_size), int(out_size))

@@ -58,6 +58,8 @@ def device_timing(estimate: dict) -> dict:
         "clock_period_ns": estimate["clock_period_ns"],
         **{key: total[key] for key in ("latency_cycles", "ii_cycles", "latency_ns", "ii_ns")},
         "layers": [{key: layer[key] for key in ("name", "latency_cycles", "ii_cycles")} for layer in estimate["layers"]],
+        # layers the estimate does not model (counted as 0 cycles): the modelled latency leaves them out
+        "unmodelled": [layer["name"] for layer in estimate["layers"] if not layer.get("modelled", True)],
     }
 
 

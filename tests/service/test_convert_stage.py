@@ -118,3 +118,26 @@ def test_a_binary_model_is_exported_in_the_bnn_layout(tmp_path):
     assert error["reason"] == "BinaryExportOnly" and "does not convert" in error["message"], error
     bnn = read_bnn(td.stage_dir("convert") / "bnn")
     assert [layer["weights"].shape for layer in bnn["layers"]] == [(64, 32), (32, 10)]
+
+
+def test_a_layer_hls4ml_cannot_convert_fails_the_stage_naming_it():
+    """hls4ml has no converter for Conv2DTranspose: the stage's error names the layer, its class and what
+    hls4ml said."""
+    import hls4ml
+    import keras
+
+    from fpgaflow.errors import StageError
+    from fpgaflow_converter.convert import unconvertible
+
+    inputs = keras.Input((8, 8, 1), name="features")
+    x = keras.layers.Conv2DTranspose(2, 3, name="upsample")(inputs)
+    x = keras.layers.Flatten(name="flatten")(x)
+    model = keras.Model(inputs, keras.layers.Dense(2, name="output")(x))
+    with pytest.raises(Exception) as raised:  # hls4ml's configuration already fails, as the stage's does
+        config = hls4ml.utils.config_from_keras_model(model, granularity="name", backend="Vitis")
+        hls4ml.converters.convert_from_keras_model(model, hls_config=config, backend="Vitis", io_type="io_stream")
+    error = unconvertible(model, raised.value, hls4ml.__version__, "io_stream")
+    assert isinstance(error, StageError) and error.reason == "UnsupportedLayer"
+    message = str(error)
+    assert message.startswith(f"hls4ml {hls4ml.__version__} cannot convert layer 'upsample' (Conv2DTranspose) with io_stream")
+    assert "hls4ml said: ValueError:" in message and "not found in registry" in message

@@ -17,12 +17,12 @@ import pytest
 from fpgaflow.emulation.fastemu import (
     OVERFLOW_MODES,
     QUANTIZATION_MODES,
-    load_fast_emulator,
     parse_type,
     quantize_float,
     requantize,
 )
 from fpgaflow.emulation.library import load_emulator
+from fpgaflow.emulation.project import load_fast_emulator
 from fpgaflow.preprocess import Scaler
 from fpgaflow.spec import ExperimentSpec
 from fpgaflow.trial import TrialDir

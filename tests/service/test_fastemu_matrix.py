@@ -131,7 +131,7 @@ def firmware_text(project, name: str) -> str:
 
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_bit_identical_to_hls4ml_on_100k_inputs(converted, jet_tagger, name):
-    from fpgaflow.emulation.fastemu import load_project
+    from fpgaflow.emulation.project import load_project
 
     project, expected = converted[name]
     _, x = jet_tagger
@@ -145,7 +145,7 @@ def test_bit_identical_to_hls4ml_on_100k_inputs(converted, jet_tagger, name):
 def test_the_configurations_exercise_what_they_name(converted):
     """Each configuration's project really has the kernels, types and zeros it is about, and the fast
     (float64) path serves every layer it can prove exact."""
-    from fpgaflow.emulation.fastemu import load_project
+    from fpgaflow.emulation.project import load_project
 
     params = {name: firmware_text(converted[name][0], "parameters.h") for name in CONFIGS}
     defines = {name: firmware_text(converted[name][0], "defines.h") for name in CONFIGS}

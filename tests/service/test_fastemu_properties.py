@@ -106,7 +106,7 @@ def networks(tmp_path_factory):
 
 @pytest.mark.parametrize("seed", range(NETWORKS))
 def test_random_network_is_bit_identical(networks, seed):
-    from fpgaflow.emulation.fastemu import load_project
+    from fpgaflow.emulation.project import load_project
 
     project, x, expected, precision, input_type = networks[seed]
     fast = load_project(project)
@@ -117,7 +117,7 @@ def test_random_network_is_bit_identical(networks, seed):
 
 
 def test_the_random_networks_cover_both_paths_and_every_layer_kind(networks):
-    from fpgaflow.emulation.fastemu import load_project
+    from fpgaflow.emulation.project import load_project
 
     layers = [layer for project, *_ in networks for layer in load_project(project).layers]
     assert {layer.kind for layer in layers} >= {"dense", "relu", "softmax"}

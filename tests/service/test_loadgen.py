@@ -66,7 +66,7 @@ def test_bench_on_its_own_against_an_endpoint(servers, tmp_path):
     out = tmp_path / "bench"
     done = fpgaflow("bench", "--address", servers["cpu"]["address"], "--model", MODEL, "--protocol", "v2",
                     "--concurrency", "1", "2", "--batch-size", "1", "4", "--requests", "30", "--warmup", "2", "--out", str(out))
-    assert "input 'features' (16 features)" in done.stdout  # found in the endpoint's v2 metadata
+    assert "input 'features' (samples of shape [16])" in done.stdout  # found in the endpoint's v2 metadata
     results = json.loads((out / "results.json").read_text())
     runs = {(r["batch_size"], r["concurrency"]): r for r in results["runs"]}
     assert set(runs) == {(1, 1), (1, 2), (4, 1), (4, 2)}

@@ -125,7 +125,7 @@ def test_the_vectorized_emulator_matches_hls4ml_on_the_qat_model(converted):
     """Issue 7's acceptance for a QAT model: fpgaflow's vectorized emulator, read from the converted
     project, gives hls4ml's C simulation's bits on 100,000 inputs (jets and random, at scales that
     saturate the quantizers' types), on its fast float64 path."""
-    from fpgaflow.emulation.fastemu import load_project
+    from fpgaflow.emulation.project import load_project
     from tests.synthetic_jets import synthetic_jets
 
     jets, _ = synthetic_jets(50_000, seed=8)

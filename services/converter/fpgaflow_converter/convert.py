@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -71,7 +72,7 @@ def emulate(project_dir: Path, hls_predict, x: np.ndarray) -> tuple[np.ndarray, 
     fpgaflow's vectorized emulator (fastemu) computes them where it covers the network and gives hls4ml's
     bits (``hls_predict``, the compiled C simulation) on the first REFERENCE_CHECK_SAMPLES; otherwise, or
     if it ever differed, hls4ml's C simulation computes all of them and the record says why."""
-    from fpgaflow.emulation.fastemu import load_project
+    from fpgaflow.emulation.project import load_project
 
     def timed(predict, inputs):
         started = time.perf_counter()
@@ -125,6 +126,21 @@ def _check(report: dict, hls: HLSSpec) -> None:
             f"below hls.minAgreement {hls.min_agreement:.2%} (float accuracy {report['accuracy_float']:.4f}, "
             f"emulated {report['accuracy_emulated']:.4f}); {hint}"
         )
+
+
+_CLASS = re.compile(r"<class '(?:[\w.]+\.)?(\w+)'>|\b([A-Z]\w+)\b")
+
+
+def unconvertible(model, exc: Exception, version: str, io_type: str) -> StageError:
+    """What hls4ml could not convert, as a StageError (reason UnsupportedLayer) that names the layer and its
+    class when hls4ml's message names a class of the model's layers, and says what hls4ml said."""
+    said = f"{type(exc).__name__}: {exc}".strip()
+    classes = {layer.__class__.__name__: layer.name for layer in model.layers}
+    named = [m.group(1) or m.group(2) for m in _CLASS.finditer(said)]
+    culprit = next((c for c in named if c in classes), None)
+    where = f"layer {classes[culprit]!r} ({culprit})" if culprit else "the model"
+    return StageError(f"hls4ml {version} cannot convert {where} with {io_type}; hls4ml said: {said}",
+                      reason="UnsupportedLayer")
 
 
 @dataclass(frozen=True)
@@ -189,10 +205,13 @@ def _configure(hls4ml: ModuleType, inputs: Inputs) -> tuple[dict, list[dict]]:
     """hls4ml's per-layer configuration with the spec's settings (``hls_config``), its invalid reuse factors
     corrected (each correction printed), and the list of corrections."""
     hls, model = inputs.hls, inputs.model
-    base = hls4ml.utils.config_from_keras_model(
-        model, granularity="name", default_precision=hls.precision, default_reuse_factor=hls.reuse_factor,
-        backend=hls.backend,
-    )
+    try:
+        base = hls4ml.utils.config_from_keras_model(
+            model, granularity="name", default_precision=hls.precision, default_reuse_factor=hls.reuse_factor,
+            backend=hls.backend,
+        )
+    except Exception as exc:  # a layer hls4ml has no handler for fails here, before the conversion
+        raise unconvertible(model, exc, hls4ml.__version__, hls.io_type) from exc
     config = hls_config(base, hls, n_classes=int(model.outputs[0].shape[-1]), quantized=inputs.quantized)
     backend = hls4ml.backends.get_backend(hls.backend)
     corrections = correct_reuse_factors(config, multiplier_shapes(model), backend)
@@ -208,16 +227,19 @@ def _convert_and_compile(hls4ml: ModuleType, inputs: Inputs, config: dict, out: 
     hls = inputs.hls
     project_dir = out / "hls4ml_prj"
     shutil.rmtree(project_dir, ignore_errors=True)
-    hls_model = hls4ml.converters.convert_from_keras_model(
-        inputs.model,
-        hls_config=config,
-        output_dir=str(project_dir),
-        project_name=PROJECT,
-        backend=hls.backend,
-        part=hls.part,
-        clock_period=hls.clock_period,
-        io_type=hls.io_type,
-    )
+    try:
+        hls_model = hls4ml.converters.convert_from_keras_model(
+            inputs.model,
+            hls_config=config,
+            output_dir=str(project_dir),
+            project_name=PROJECT,
+            backend=hls.backend,
+            part=hls.part,
+            clock_period=hls.clock_period,
+            io_type=hls.io_type,
+        )
+    except Exception as exc:  # hls4ml raises ValueError, KeyError, AssertionError, bare Exception
+        raise unconvertible(inputs.model, exc, hls4ml.__version__, hls.io_type) from exc
     traced = hls.io_type == "io_parallel"  # hls4ml's trace of io_stream designs empties their streams
     if traced:
         trace.enable_trace(hls_model)  # per-layer outputs from the same compile (C simulation only)
@@ -292,9 +314,10 @@ def _package_emulator(inputs: Inputs, converted: Converted, emulated: np.ndarray
         emulator_dir,
         Path(library),
         PROJECT,
-        input_size=inputs.x.shape[1],
+        input_size=math.prod(inputs.x.shape[1:]),
         output_size=emulated.shape[1],
         info={
+            "input_shape": list(inputs.x.shape[1:]),
             "weights_dir": str((project_dir / "firmware" / "weights").resolve()),
             "precision": hls.precision,
             "reuse_factor": hls.reuse_factor,

@@ -34,8 +34,7 @@ class KerasBackend:
         self.target, self._device = target, device
         with tf.device(device):
             self._model = load_model(model_path)
-        n_in = self._model.inputs[0].shape[1]
-        spec = tf.TensorSpec([None, n_in], tf.float32)
+        spec = tf.TensorSpec([None, *self._model.inputs[0].shape[1:]], tf.float32)
         # The traced graph called directly: tf.function's dispatch costs more than this model's compute.
         self._fn = tf.function(lambda x: self._model(x, training=False), input_signature=[spec]).get_concrete_function()
         self._tf = tf
@@ -76,9 +75,11 @@ class EmulatorBackend:
                 f"; modelled device latency {self.timing['latency_ns']:g} ns, II {self.timing['ii_ns']:g} ns "
                 f"at {self.timing['clock_period_ns']:g} ns clock"
             )
+            if self.timing.get("unmodelled"):
+                self.description += f" (leaving out {', '.join(self.timing['unmodelled'])}, which it does not model)"
 
     def _vectorized(self, convert_dir: Path):
-        from fpgaflow.emulation.fastemu import load_fast_emulator
+        from fpgaflow.emulation.project import load_fast_emulator
 
         try:
             fast = load_fast_emulator(convert_dir)

@@ -66,16 +66,18 @@ def run_standalone(address: str, model: str, out: Path, *, proto: str = "tfservi
                    features: int | None = None, data: Path | None = None, batch_sizes: list[int], concurrency: list[int],
                    requests: int, warmup: int, rate: float | None, target: str = "endpoint") -> list[dict]:
     """The load generator against any TF Serving or v2 endpoint: inputs from ``data`` (an .npz with ``x``
-    or a .npy), else random normal samples of the width the endpoint's metadata gives."""
-    if input_name is None or (features is None and data is None):
-        found_name, found_features = discover_input(address, model, proto)
-        input_name, features = input_name or found_name, features or found_features
+    or a .npy), else random normal samples of the shape the endpoint's metadata gives (``features`` values
+    each, where given)."""
+    shape = (features,) if features is not None else None
+    if input_name is None or (shape is None and data is None):
+        found_name, found_shape = discover_input(address, model, proto)
+        input_name, shape = input_name or found_name, shape or found_shape
     if data is not None:
         loaded = np.load(data)
         x = np.asarray(loaded["x"] if isinstance(loaded, np.lib.npyio.NpzFile) else loaded, dtype=np.float32)
     else:
-        x = np.random.default_rng(0).standard_normal((4096, features)).astype(np.float32)
-    print(f"bench: {address} model {model!r} input {input_name!r} ({x.shape[1]} features), protocol {proto}, "
+        x = np.random.default_rng(0).standard_normal((4096, *shape)).astype(np.float32)
+    print(f"bench: {address} model {model!r} input {input_name!r} (samples of shape {list(x.shape[1:])}), protocol {proto}, "
           f"{'open loop at ' + format(rate, 'g') + ' req/s' if rate else 'closed loop'}", flush=True)
     rows, record = scan(target, address, model, input_name, x, batch_sizes, concurrency, requests, warmup, rate, proto,
                         say=lambda line: print(line, flush=True))

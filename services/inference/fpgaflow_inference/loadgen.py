@@ -310,8 +310,8 @@ def served_accuracy(address: str, model_name: str, input_name: str, output_name:
     return float((np.concatenate(predicted) == y).mean())
 
 
-def discover_input(address: str, model: str, proto: str) -> tuple[str, int]:
-    """The model's input name and features per sample, from the endpoint's own metadata (TF Serving
+def discover_input(address: str, model: str, proto: str) -> tuple[str, tuple[int, ...]]:
+    """The model's input name and a sample's shape ((features,), or an image's), from the endpoint's own metadata (TF Serving
     GetModelMetadata signature_def, or v2 ModelMetadata): what a client of any such server can ask."""
     with grpc.insecure_channel(address) as channel:
         if proto == "v2":
@@ -322,7 +322,7 @@ def discover_input(address: str, model: str, proto: str) -> tuple[str, int]:
             [tensor] = reply.inputs[:1] or [None]
             if tensor is None:
                 raise ValueError(f"model {model!r} at {address} lists no inputs")
-            return tensor.name, int(np.prod([d for d in tensor.shape[1:]]))
+            return tensor.name, tuple(int(d) for d in tensor.shape[1:])
         from tensorflow_serving.apis import get_model_metadata_pb2, prediction_service_pb2_grpc
 
         request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
@@ -332,7 +332,7 @@ def discover_input(address: str, model: str, proto: str) -> tuple[str, int]:
         reply.metadata["signature_def"].Unpack(signatures)
         signature = signatures.signature_def["serving_default"]
         name, info = next(iter(signature.inputs.items()))
-        return name, int(np.prod([d.size for d in info.tensor_shape.dim[1:]]))
+        return name, tuple(int(d.size) for d in info.tensor_shape.dim[1:])
 
 
 CSV_COLUMNS = ["target", "protocol", "mode", "offered_rps", "concurrency", "batch_size", "requests", "ok", "p50_ms", "p90_ms",

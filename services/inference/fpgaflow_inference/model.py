@@ -21,19 +21,22 @@ from fpgaflow_inference.pacing import DevicePacer
 MAX_BATCH = 65536
 
 
-def validate(x: np.ndarray, n_features: int, name: str = INPUT_NAME) -> np.ndarray:
-    """The request's samples as [batch, features], or a RequestError naming what is wrong."""
-    if x.ndim == 1 and x.size == n_features:
-        x = x.reshape(1, -1)
-    if x.ndim != 2 or x.shape[1] != n_features:
-        raise RequestError(f"input {name!r} must have shape [batch, {n_features}], got {list(x.shape)}")
+def validate(x: np.ndarray, shape: tuple[int, ...], name: str = INPUT_NAME) -> np.ndarray:
+    """The request's samples as [batch, *shape] (one sample of ``shape`` alone is a batch of one), or a
+    RequestError naming what is wrong. ``shape``: a sample's, (features,) or an image's (rows, cols, channels)."""
+    if x.shape == shape:
+        x = x.reshape(1, *shape)
+    if x.shape[1:] != shape:
+        wanted = ", ".join(map(str, ("batch", *shape)))
+        raise RequestError(f"input {name!r} must have shape [{wanted}], got {list(x.shape)}")
     if x.shape[0] == 0:
         raise RequestError(f"input {name!r} is empty (shape {list(x.shape)})")
     if x.shape[0] > MAX_BATCH:
         raise RequestError(f"input {name!r} has {x.shape[0]} samples, more than {MAX_BATCH}")
     if not np.isfinite(x).all():
-        bad = np.argwhere(~np.isfinite(x))[0]
-        raise RequestError(f"input {name!r} contains NaN or Inf (first at sample {bad[0]}, feature {bad[1]})")
+        sample, *where = np.argwhere(~np.isfinite(x))[0]
+        at = f"feature {where[0]}" if len(where) == 1 else f"position {tuple(int(i) for i in where)}"
+        raise RequestError(f"input {name!r} contains NaN or Inf (first at sample {sample}, {at})")
     return x
 
 
@@ -56,8 +59,9 @@ class ServedModel:
         self._batcher = Batcher(self.backend.predict, self.policy, self._executor, self._observe)
 
     @property
-    def n_features(self) -> int:
-        return len(self.scaler.features)
+    def input_shape(self) -> tuple[int, ...]:
+        """A sample's shape: (features,), or an image model's (rows, cols, channels)."""
+        return self.scaler.sample_shape
 
     @property
     def n_classes(self) -> int:
@@ -73,10 +77,10 @@ class ServedModel:
 
     def prepare(self, raw: np.ndarray) -> np.ndarray:
         """Validated and scaled: what the back end takes."""
-        return self.scaler.apply(validate(raw, self.n_features, self.input_name)).astype(np.float32, copy=False)
+        return self.scaler.apply(validate(raw, self.input_shape, self.input_name)).astype(np.float32, copy=False)
 
     async def predict(self, raw: np.ndarray) -> np.ndarray:
-        """Class probabilities for raw feature rows, computed in a batch with other requests when batching is on."""
+        """Class probabilities for raw samples, computed in a batch with other requests when batching is on."""
         y, batch = await self._batcher.submit(self.prepare(raw))
         if batch.device_done is not None:  # answered when the one modelled device would have its output
             wait = batch.device_done - time.perf_counter()

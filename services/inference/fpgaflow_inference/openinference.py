@@ -24,7 +24,7 @@ def model_metadata(model: ServedModel) -> pb.ModelMetadataResponse:
     tensor = pb.ModelMetadataResponse.TensorMetadata
     return pb.ModelMetadataResponse(
         name=model.name, versions=[str(model.version)], platform=platform(model),
-        inputs=[tensor(name=model.input_name, datatype="FP32", shape=[-1, model.n_features])],
+        inputs=[tensor(name=model.input_name, datatype="FP32", shape=[-1, *model.input_shape])],
         outputs=[tensor(name=model.output_name, datatype="FP32", shape=[-1, model.n_classes])],
     )
 

@@ -24,15 +24,14 @@ METADATA_FIELDS = ("signature_def", "fpgaflow")  # the second: how this server s
 
 
 def signature_def(model: ServedModel) -> meta_graph_pb2.SignatureDef:
-    def info(name: str, width: int) -> meta_graph_pb2.TensorInfo:
-        shape = tensor_shape_pb2.TensorShapeProto(
-            dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=-1), tensor_shape_pb2.TensorShapeProto.Dim(size=width)]
-        )
+    def info(name: str, sample: tuple[int, ...]) -> meta_graph_pb2.TensorInfo:
+        dims = [tensor_shape_pb2.TensorShapeProto.Dim(size=size) for size in (-1, *sample)]
+        shape = tensor_shape_pb2.TensorShapeProto(dim=dims)
         return meta_graph_pb2.TensorInfo(name=name, dtype=types_pb2.DT_FLOAT, tensor_shape=shape)
 
     return meta_graph_pb2.SignatureDef(
-        inputs={model.input_name: info(model.input_name, model.n_features)},
-        outputs={model.output_name: info(model.output_name, model.n_classes)},
+        inputs={model.input_name: info(model.input_name, model.input_shape)},
+        outputs={model.output_name: info(model.output_name, (model.n_classes,))},
         method_name="tensorflow/serving/predict",
     )
 

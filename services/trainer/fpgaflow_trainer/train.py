@@ -4,6 +4,7 @@ diagnosed, its history and curves recorded) or the user's ``train.command``; not
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import shutil
 import time
@@ -333,7 +334,8 @@ def _save_artifacts(trial: TrialDir, out: Path, model: keras.Model, scaler: Scal
     """model.keras, scaler.json, testset.npz and dataset.json written; the checkpoints removed (a forced
     rerun starts afresh); the training curves plotted in training.png."""
     model.save(out / "model.keras")
-    scaler.save(out / "scaler.json")
+    # the served input: samples of the model's input shape (images stay images), standardized per value
+    dataclasses.replace(scaler, shape=tuple(int(d) for d in model.inputs[0].shape[1:])).save(out / "scaler.json")
     # raw (unscaled) samples in the shape the model takes: what the converter, the servers and the bench
     # feed it
     x_test = model_input(model, data.x_test).astype(np.float32)
