@@ -60,6 +60,8 @@ bench: install
 	$(BIN)/fpgaflow run examples/bench-serving.yaml --home .cache/bench --replace
 	$(BIN)/python -m benchmarks.serving
 	$(BIN)/python -m benchmarks.emulator
+	$(BIN)/fpgaflow run examples/cnn-top-tagger.yaml --home .cache/bench --replace
+	$(BIN)/python -m benchmarks.emulator --trial-dir .cache/bench/experiments/cnn-top-tagger/t00 --out .cache/bench/emulator-cnn
 	$(BIN)/python -m benchmarks.jetsim
 
 # Container images, built with podman (daemonless; no Docker engine needed) from each service's Dockerfile

@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
 
     reference, fast = load_emulator(convert / "emulator"), load_fast_emulator(convert)
     x = np.load(args.trial_dir / "train" / "testset.npz")["x"]
-    x = Scaler.load(args.trial_dir / "train" / "scaler.json").apply(np.resize(x, (BATCH, x.shape[1]))).astype(np.float32)
+    x = Scaler.load(args.trial_dir / "train" / "scaler.json").apply(np.resize(x, (BATCH, *x.shape[1:]))).astype(np.float32)
     same = np.array_equal(reference.predict(x).view(np.uint32), fast.predict(x).view(np.uint32))
     blas = blas_threads()
     print(f"emulators on {BATCH} samples of {args.trial_dir} (outputs bit-identical: {same}; "

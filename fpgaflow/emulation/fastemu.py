@@ -416,7 +416,7 @@ def softmax_layer(name: str, x_range: Range, x_t: ApType, result: ApType, cfg: S
     return layer
 
 
-WORK_VALUES = 1 << 21  # float64 values a block's largest intermediate array may hold (16 MiB)
+WORK_VALUES = 1 << 19  # float64 values a block's largest intermediate array may hold (4 MiB: measured best for CNNs)
 
 
 @dataclass

@@ -146,29 +146,40 @@ def pool_layer(name: str, x_range: Range, x_t: ApType, accum: ApType, result: Ap
     return _average_pool(name, sums, x_t, accum, result, window, shift)
 
 
-def _window_values(m: np.ndarray, window: Window, fill) -> np.ndarray:
-    """(n, out_h x out_w, kh x kw, chan): each output pixel's window, channel by channel."""
-    n = len(m)
-    return patches(m, window, fill).reshape(n, window.positions, window.kh * window.kw, window.chan)
+def reduce_windows(m: np.ndarray, window: Window, fill, op) -> np.ndarray:
+    """``op`` (np.maximum, np.add) over each output pixel's window, channel by channel: (n, out_h x out_w x chan).
+    One strided view per window offset, reduced pairwise: no window array is built."""
+    x = m.reshape(len(m), window.in_h, window.in_w, window.chan)
+    if window.padded:
+        x = np.pad(x, ((0, 0), (window.pad_top, window.pad_bottom), (window.pad_left, window.pad_right), (0, 0)),
+                   constant_values=fill)
+    rows, cols = window.sh * (window.out_h - 1) + 1, window.sw * (window.out_w - 1) + 1
+    views = [x[:, dy: dy + rows: window.sh, dx: dx + cols: window.sw] for dy in range(window.kh) for dx in range(window.kw)]
+    out = views[0].copy()
+    for view in views[1:]:
+        op(out, view, out=out)
+    return out.reshape(len(m), -1)
 
 
 def _max_pool(name, x_range, x_t, accum, result, window, fill, stream) -> Layer:
     def exact(m):
-        values = _window_values(m, window, fill)
         if stream:  # each value cast to the accumulator, then the largest
-            best = requantize(values, x_t.fraction, accum).max(axis=2)
-        else:  # the largest value, then cast to the accumulator
-            best = requantize(values.max(axis=2), x_t.fraction, accum)
-        return requantize(best, accum.fraction, result).reshape(len(m), -1)
+            return requantize(reduce_windows(requantize(m, x_t.fraction, accum), window, fill, np.maximum),
+                              accum.fraction, result)
+        # the largest value, then cast to the accumulator
+        best = requantize(reduce_windows(m, window, fill, np.maximum), x_t.fraction, accum)
+        return requantize(best, accum.fraction, result)
 
     to_accum = FloatCast.plan(x_t.fraction, x_range, accum)
     to_result = FloatCast.plan(accum.fraction, to_accum.out, result)
     layer = Layer(name, "pool", x_t, result, to_result.out, exact, work=window.in_values)
 
     def fast(v):
-        values = _window_values(v, window, fill)
-        best = to_accum(values).max(axis=2) if stream else to_accum(values.max(axis=2), inplace=True)
-        return to_result(best, inplace=True).reshape(len(v), -1)
+        if stream:
+            best = reduce_windows(to_accum(v, inplace=True), window, fill, np.maximum)
+        else:
+            best = to_accum(reduce_windows(v, window, fill, np.maximum), inplace=True)
+        return to_result(best, inplace=True)
 
     layer.fast = fast
     return layer
@@ -179,9 +190,9 @@ def _average_pool(name, sums, x_t, accum, result, window, shift) -> Layer:
     quotients = Range(-((-sums.lo) // size) if sums.lo < 0 else sums.lo // size, sums.hi // size)
 
     def exact(m):
-        total = (_window_values(m, window, 0) << shift).sum(axis=2)
+        total = reduce_windows(m, window, 0, np.add) << shift
         quotient = np.sign(total) * (np.abs(total) // size)  # ap_fixed's division: toward zero
-        return requantize(quotient, accum.fraction, result).reshape(len(m), -1)
+        return requantize(quotient, accum.fraction, result)
 
     cast = FloatCast.plan(accum.fraction, quotients, result)
     layer = Layer(name, "pool", x_t, result, cast.out, exact, work=window.in_values)
@@ -189,12 +200,12 @@ def _average_pool(name, sums, x_t, accum, result, window, shift) -> Layer:
         scale = 2.0**shift
 
         def fast(v):
-            total = _window_values(v, window, 0).sum(axis=2)
+            total = reduce_windows(v, window, 0, np.add)
             if scale != 1.0:
                 total *= scale  # exact
             total /= size  # correctly rounded: an integer quotient is exact, another stays 1/size from one
             np.trunc(total, out=total)
-            return cast(total, inplace=True).reshape(len(v), -1)
+            return cast(total, inplace=True)
 
         layer.fast = fast
     else:

@@ -351,7 +351,7 @@ def _summary(trial: TrialDir, report: dict, resources: dict, corrections: list[d
         "estimate": resources["total"],
         "reuse_factor_corrections": [{k: c[k] for k in ("layer", "asked", "used", "shape")}
                                      for c in corrections],
-        "timing": {k: timing[k] for k in ("latency_cycles", "ii_cycles", "latency_ns", "ii_ns")},
+        "timing": {k: timing[k] for k in ("latency_cycles", "ii_cycles", "latency_ns", "ii_ns", "unmodelled")},
         "project": str(project_dir.relative_to(trial.root)),
         "tarball": "convert/hls4ml_prj.tar.gz",
         "emulator": "convert/emulator",

@@ -1,14 +1,17 @@
-"""Quantization-aware fine-tuning: the float MLP rebuilt from HGQ2 layers fixed at the spec's HLS types.
+"""Quantization-aware fine-tuning: the float model (MLP, CNN, residual network) rebuilt from HGQ2 layers fixed
+at the spec's HLS types.
 
 Every quantizer is an HGQ2 fixed-point quantizer with constant integer and fraction bits (one type per
 tensor, bit widths not trained, no bit-width regularizer), so the model computes in the types hls4ml
 will use, and hls4ml 1.3's HGQ2 front end converts it bit-exactly (it derives every type, accumulators
 included, from the quantizers). Where the quantizers sit:
 
-- ``fcN``/``output`` (QDense): the input at the type of what feeds the layer (``hls.precision`` for the
-  first, the preceding activation's ``result`` type otherwise), kernel and bias at the layer's
-  ``weight``/``bias`` types, the output at its ``result`` type;
-- the activations (``relu1``..) stay plain Keras activations: ReLU of a fixed-point value is exact;
+- Dense and convolution layers (QDense, QConv1D, QConv2D): the input at the type of what feeds the layer
+  (``hls.precision`` for the first, the preceding layer's output type otherwise), kernel and bias at the
+  layer's ``weight``/``bias`` types, the output at its ``result`` type;
+- a residual Add (QAdd): the exact sum quantized to its ``result`` type;
+- the activations (``relu1``..), max pooling and Flatten stay plain Keras layers: they are exact on
+  fixed-point values;
 - ``softmax`` is HGQ2's table-based QSoftmax with fixed tables (:data:`SOFTMAX_EXP_INPUT` addresses the
   exp table, :func:`softmax_sum_input` the 1/x table), its output at its ``result`` type.
 
@@ -71,9 +74,9 @@ def check_spec(spec: ExperimentSpec) -> None:
     other than a relu mlp, or an HLS type whose rounding or saturation HGQ2 does not implement."""
     if spec.quantize.method != "qat":
         return
-    if spec.model.type not in ("mlp", "keras") or spec.model.activation != "relu":
-        raise SpecError([("quantize.method", f"qat fine-tunes relu mlp models, not a {spec.model.activation} "
-                                             f"{spec.model.type}")])
+    if spec.model.type not in ("mlp", "cnn", "resnet", "keras") or spec.model.activation != "relu":
+        raise SpecError([("quantize.method", f"qat fine-tunes relu mlp, cnn and resnet models, not a "
+                                             f"{spec.model.activation} {spec.model.type}")])
     hls_type_kif(spec.hls.precision)
     for name, layer in spec.hls.layers.items():
         for kind, precision in (layer.precision.model_dump(exclude_none=True) if layer.precision else {}).items():
@@ -123,56 +126,110 @@ def _regularizer(float_regularizer):
     return L1Float32(float(float_regularizer.l1))
 
 
-def _check_mlp(model: keras.Model) -> None:
-    allowed = (keras.layers.InputLayer, keras.layers.Dense, keras.layers.Activation)
-    others = [f"{layer.name} ({type(layer).__name__})" for layer in model.layers if type(layer) not in allowed]
+# The layers the QAT twin is built of, by the float model's class: quantized (HGQ2) where hls4ml converts a
+# quantizer, plain Keras where the layer is exact on fixed-point values (ReLU, max pooling, Flatten).
+QUANTIZED = ("Dense", "Conv1D", "Conv2D", "Add")
+EXACT = ("InputLayer", "Activation", "MaxPooling1D", "MaxPooling2D", "Flatten")
+
+
+def _check_convertible(model: keras.Model) -> None:
+    """Refuse a float model that to_qat cannot rebuild: layers other than QUANTIZED and EXACT, activations other
+    than relu and linear before the final softmax."""
+    others = [f"{layer.name} ({type(layer).__name__})" for layer in model.layers
+              if type(layer).__name__ not in QUANTIZED + EXACT]
     activations = [layer.get_config()["activation"] for layer in model.layers if type(layer) is keras.layers.Activation]
     if others or not activations or activations[-1] != "softmax":
-        raise SpecError([("quantize.method", "qat fine-tunes an mlp (Dense and Activation layers ending in softmax); "
-                                             f"{model.name} has {', '.join(others) or 'no softmax at the end'}")])
+        raise SpecError([("quantize.method", "qat fine-tunes Dense, Conv1D/Conv2D, Add, max pooling, Flatten and "
+                                             f"Activation layers ending in softmax; {model.name} has "
+                                             f"{', '.join(others) or 'no softmax at the end'}")])
     tables = sorted(set(activations[:-1]) - {"relu", "linear"})
     if tables:  # hls4ml computes them from lookup tables that the Keras functions do not reproduce bit for bit
         raise SpecError([("model.activation", f"qat needs relu activations, not {', '.join(tables)}")])
 
 
-def to_qat(float_model: keras.Model, spec: ExperimentSpec) -> keras.Model:
-    """The QAT twin of the float MLP: same layer names and weights, quantizers fixed at the spec's HLS
-    types, compiled with Adam at quantize.learningRate (sparse categorical cross-entropy, accuracy)."""
-    from hgq.layers import QDense, QSoftmax
+def parents(layer: keras.layers.Layer) -> list[str]:
+    """The names of the layers whose outputs a layer of a functional model reads, in order."""
+    return [t._keras_history.operation.name for node in layer._inbound_nodes for t in node.input_tensors]
 
-    _check_mlp(float_model)
+
+def _weights_from(twin, layer) -> None:
+    twin.kernel.assign(keras.ops.cast(layer.kernel, COMPUTE_DTYPE))
+    if layer.use_bias:
+        twin.bias.assign(keras.ops.cast(layer.bias, COMPUTE_DTYPE))
+
+
+def _multiplying(layer, spec: ExperimentSpec, feeding: str | None):
+    """The HGQ2 twin of a Dense or convolution: the input at the type that feeds it (no input quantizer where
+    ``feeding`` is None: a shared one precedes it), kernel and bias at the layer's weight and bias types, the
+    output at its result type."""
+    from hgq.layers import QConv1D, QConv2D, QDense
+
+    types = layer_types(spec, layer.name)
+    common = {"name": layer.name, "use_bias": layer.use_bias, "kernel_regularizer": _regularizer(layer.kernel_regularizer),
+              "kq_conf": quantizer_config(types["weight"], "weight"), "bq_conf": quantizer_config(types["bias"], "bias"),
+              "oq_conf": quantizer_config(types["result"]), "enable_iq": feeding is not None, "enable_oq": True,
+              "enable_ebops": False}
+    if feeding is not None:
+        common["iq_conf"] = quantizer_config(feeding)
+    if isinstance(layer, keras.layers.Dense):
+        return QDense(layer.units, **common)
+    config = layer.get_config()
+    conv = QConv2D if isinstance(layer, keras.layers.Conv2D) else QConv1D
+    return conv(layer.filters, config["kernel_size"], strides=config["strides"], padding=config["padding"], **common)
+
+
+def to_qat(float_model: keras.Model, spec: ExperimentSpec) -> keras.Model:
+    """The QAT twin of the float model (an MLP, a CNN, a residual network): the same graph, layer names and
+    weights, quantizers fixed at the spec's HLS types, compiled with Adam at quantize.learningRate (sparse
+    categorical cross-entropy, accuracy).
+
+    Each layer's output type (what feeds the layers that read it): the layer's ``result`` type for Dense,
+    convolutions, activations and Add (HGQ2's QAdd quantizes the exact sum to it); its input's type for max
+    pooling and Flatten, which are exact."""
+    from hgq.layers import QAdd, QSoftmax, Quantizer
+
+    _check_convertible(float_model)
+    readers = {}  # layer name -> how many layers read its output
+    for layer in float_model.layers:
+        for name in parents(layer):
+            readers[name] = readers.get(name, 0) + 1
     with exact_arithmetic():
-        inputs = keras.Input(float_model.inputs[0].shape[1:], name=float_model.layers[0].name)
-        x, feeding = inputs, spec.hls.precision  # the type of what enters the next dense layer
-        for layer in float_model.layers[1:]:
+        outputs: dict[str, tuple] = {}  # layer name -> (its output tensor, that output's HLS type)
+        for layer in float_model.layers:
+            if isinstance(layer, keras.layers.InputLayer):
+                inputs = keras.Input(float_model.inputs[0].shape[1:], name=layer.name)
+                outputs[layer.name] = (inputs, spec.hls.precision)
+                if readers.get(layer.name, 0) > 1:  # one quantizer for the layers that share the input (a
+                    # quantizer per reader becomes a layer of its own, which hls4ml streams cannot hold)
+                    quantized = Quantizer(quantizer_config(spec.hls.precision), name=f"{layer.name}_q")(inputs)
+                    outputs[layer.name] = (quantized, None)
+                continue
+            sources = [outputs[name] for name in parents(layer)]
+            x, feeding = sources[0]
+            result = layer_types(spec, layer.name)["result"]
             activation = layer.get_config().get("activation")
-            if isinstance(layer, keras.layers.Dense):
-                types = layer_types(spec, layer.name)
-                dense = QDense(
-                    layer.units, name=layer.name, use_bias=layer.use_bias,
-                    kernel_regularizer=_regularizer(layer.kernel_regularizer),
-                    iq_conf=quantizer_config(feeding), kq_conf=quantizer_config(types["weight"], "weight"),
-                    bq_conf=quantizer_config(types["bias"], "bias"), oq_conf=quantizer_config(types["result"]),
-                    enable_iq=True, enable_oq=True, enable_ebops=False,
-                )
-                x = dense(x)
-                dense.kernel.assign(keras.ops.cast(layer.kernel, COMPUTE_DTYPE))
-                if layer.use_bias:
-                    dense.bias.assign(keras.ops.cast(layer.bias, COMPUTE_DTYPE))
-                feeding = types["result"]
-            elif activation == "softmax":
-                x = QSoftmax(
+            if isinstance(layer, (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D)):
+                twin = _multiplying(layer, spec, feeding)
+                y = twin(x)
+                _weights_from(twin, layer)
+            elif isinstance(layer, keras.layers.Add):  # its inputs are quantized already (the layers' outputs)
+                y = QAdd(name=layer.name, enable_iq=False, enable_oq=True, oq_conf=quantizer_config(result),
+                         enable_ebops=False)([t for t, _ in sources])
+            elif isinstance(layer, keras.layers.Activation) and activation == "softmax":
+                y = QSoftmax(
                     name=layer.name, stable=True, enable_ebops=False,
                     exp_iq_conf=quantizer_config(softmax_exp_input(spec, layer.name)),
                     exp_oq_conf=quantizer_config(SOFTMAX_EXP_TABLE, "table"),
                     inv_iq_conf=quantizer_config(softmax_sum_input(int(layer.output.shape[-1]))),
                     inv_oq_conf=quantizer_config(SOFTMAX_INV_TABLE, "table"),
-                    enable_oq=True, oq_conf=quantizer_config(layer_types(spec, layer.name)["result"]),
+                    enable_oq=True, oq_conf=quantizer_config(result),
                 )(x)
-            else:
-                x = keras.layers.Activation(activation, name=layer.name)(x)
-                feeding = layer_types(spec, layer.name)["result"]
-        model = keras.Model(inputs, x, name=f"{float_model.name}_qat")
+            elif isinstance(layer, keras.layers.Activation):
+                y = keras.layers.Activation(activation, name=layer.name)(x)
+            else:  # max pooling, Flatten: exact, the input's type passes through
+                y, result = type(layer).from_config(layer.get_config())(x), feeding
+            outputs[layer.name] = (y, result)
+        model = keras.Model(inputs, outputs[float_model.layers[-1].name][0], name=f"{float_model.name}_qat")
         model.compile(optimizer=keras.optimizers.Adam(learning_rate=spec.quantize.learning_rate),
                       loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return model
