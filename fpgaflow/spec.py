@@ -148,6 +148,11 @@ class DatasetSpec(_Model):
         return float(low), float(high)
 
 
+# The layers of a model's featurizer are named feat_*: model.featurizer transfers them, freezeFeaturizer freezes them,
+# quantize.retrainHead retrains the layers after them (the classifier head).
+FEATURIZER_PREFIX = "feat_"
+
+
 class ModelSpec(_Model):
     """The Keras network."""
 
@@ -200,10 +205,10 @@ class ModelSpec(_Model):
             convs = [n for i in range(len(self.filters)) for n in (f"conv{i + 1}", f"conv{i + 1}_{self.activation}", f"pool{i + 1}")]
             return [*convs, "flatten", *hidden, "output", "softmax"]
         if self.type == "resnet":
-            blocks = [n for i in range(len(self.filters))
-                      for n in (f"feat_conv{i + 1}a", f"feat_{self.activation}{i + 1}a", f"feat_conv{i + 1}b",
-                                f"feat_skip{i + 1}", f"feat_add{i + 1}", f"feat_{self.activation}{i + 1}", f"feat_pool{i + 1}")]
-            return [*blocks, "feat_flatten", *hidden, "output", "softmax"]
+            blocks = [FEATURIZER_PREFIX + n for i in range(len(self.filters))
+                      for n in (f"conv{i + 1}a", f"{self.activation}{i + 1}a", f"conv{i + 1}b", f"skip{i + 1}",
+                                f"add{i + 1}", f"{self.activation}{i + 1}", f"pool{i + 1}")]
+            return [*blocks, f"{FEATURIZER_PREFIX}flatten", *hidden, "output", "softmax"]
         return [*hidden, "output", "softmax"]
 
 
@@ -259,6 +264,15 @@ class TrainSpec(_Model):
     )
 
 
+class RetrainHeadSpec(_Model):
+    """The last step of the Brainwave recipe: only the classifier head retrained on what the fixed-point
+    featurizer computes."""
+
+    epochs: int = Field(5, ge=1, le=10_000, description="Epochs of the head's retraining.")
+    learning_rate: float = Field(1e-3, gt=0, le=10, description="Learning rate of the head's retraining.")
+    batch_size: int = Field(256, ge=1, le=1_000_000, description="Batch size of the head's retraining.")
+
+
 class QuantizeSpec(_Model):
     """From float to fixed point: post-training (hls4ml applies hls.precision) or quantization-aware fine-tuning."""
 
@@ -269,6 +283,13 @@ class QuantizeSpec(_Model):
     )
     epochs: int = Field(5, ge=1, le=10_000, description="qat: fine-tuning epochs after the float ones.")
     learning_rate: float = Field(1e-4, gt=0, le=10, description="qat: learning rate of the fine-tuning.")
+    retrain_head: RetrainHeadSpec | None = Field(
+        None,
+        description="qat with a featurizer (resnet): after conversion, retrain only the classifier head on the "
+        "featurizer's outputs on the training set as the firmware computes them (its bit-exact emulation), "
+        "convert the new head with the featurizer, and serve it as version 2 beside the model before (version 1): "
+        "the Brainwave recipe's last step.",
+    )
 
 
 class LayerPrecisionSpec(_Model):
@@ -464,6 +485,9 @@ class ExperimentSpec(_Model):
     def _layer_overrides_exist(self) -> ExperimentSpec:
         if self.train.command is not None and self.quantize.method == "qat":
             raise ValueError("quantize.method qat fine-tunes the Keras trainer's model; a train.command trains outside it")
+        if self.quantize.retrain_head is not None and (self.quantize.method != "qat" or self.model.type != "resnet"):
+            raise ValueError("quantize.retrainHead retrains the head of a resnet fine-tuned in fixed point: it needs "
+                             f"quantize.method qat and model.type resnet, not {self.quantize.method} and {self.model.type}")
         known = self.model.layer_names()
         if known is None:  # a user's .keras file: checked against the file's layers when it is read
             return self

@@ -42,6 +42,7 @@ def trial_summary(trial: TrialDir) -> dict:
         bench = {**bench, **read_json(results_path)}
     summary["benchmark"] = bench
     summary["timing"] = (convert or {}).get("timing")  # the converter's modelled device latency
+    summary["retrained"] = (convert or {}).get("retrained")  # quantize.retrainHead: version 2 of the model
     summary["estimate"] = (convert or {}).get("estimate")  # FPGA resources and latency, estimated without vendor tools
     summary["reuse_factor_corrections"] = (convert or {}).get("reuse_factor_corrections") or []
     train_dir = trial.stage_dir("train")

@@ -35,6 +35,8 @@ KERAS_ARTIFACTS = ("model.keras", "scaler.json", "testset.npz")
 # The trained model's input and output tensors, by these names in the Keras file, the HLS project and every API.
 INPUT_NAME = "features"  # hls4ml reserves the name "input"
 OUTPUT_NAME = "probabilities"
+# train/trainset.npz: the raw training samples (x in the model's input shape, y), written for quantize.retrainHead
+TRAINSET = "trainset.npz"
 # Test samples every stage evaluates on (the fidelity check, the served accuracy): the first N of testset.npz.
 EVALUATION_SAMPLES = 50_000
 
@@ -94,6 +96,33 @@ class TrialDir:
         """The stages this trial runs: all of them, or only train when its train stage left no Keras model."""
         train = self.result("train")
         return ("train",) if train is not None and train.get("convertible") is False else STAGES
+
+
+# convert/retrained/: the model whose head was retrained on the firmware's featurizer outputs (quantize.retrainHead,
+# the Brainwave recipe's last step), with its own model.keras, hls4ml project and emulator; served as version 2.
+RETRAINED = "retrained"
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """A version of the trial's model that the servers serve: its Keras file (cpu, gpu) and its converted
+    firmware's folder (fpga: ``emulator/``, ``hls4ml_prj/``)."""
+
+    number: int
+    model: Path
+    convert: Path
+    description: str
+
+
+def model_versions(trial: TrialDir) -> list[ModelVersion]:
+    """Version 1, the model as trained; version 2 where the convert stage retrained its head."""
+    convert = trial.stage_dir("convert")
+    versions = [ModelVersion(1, trial.stage_dir("train") / "model.keras", convert, "as trained")]
+    retrained = convert / RETRAINED
+    if (retrained / "model.keras").is_file() and (retrained / "emulator").is_dir():
+        versions.append(ModelVersion(2, retrained / "model.keras", retrained,
+                                     "head retrained on the firmware's featurizer outputs"))
+    return versions
 
 
 def run_stage(stage: str, trial_dir: str | Path, work: Callable[[TrialDir, Path], dict], force: bool = False) -> int:

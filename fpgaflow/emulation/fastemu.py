@@ -467,16 +467,35 @@ class FastEmulator:
             out[start:start + self.chunk] = self._predict(x[start:start + self.chunk])
         return out
 
-    def _predict(self, x: np.ndarray) -> np.ndarray:
+    def inputs_of(self, x: np.ndarray, layer: str) -> np.ndarray:
+        """What the layer named ``layer`` reads (its first input) for a batch of inputs, as float64 values: the
+        firmware's own fixed-point values at that point (a classifier head's input, say). (n, values)."""
+        names = [each.name for each in self.layers]
+        if layer not in names:
+            raise ValueError(f"the network has no layer {layer!r}; its layers are {', '.join(names)}")
+        index = names.index(layer)
+        wanted, t = self.layers[index].inputs[0], self.layers[index].in_type
+        x = np.asarray(x, dtype=np.float32).reshape(len(x), -1)
+        out = []
+        for start in range(0, len(x), self.chunk):
+            arrays = self._run(x[start:start + self.chunk], stop=index)
+            out.append(np.ldexp(arrays[wanted].astype(np.float64), -t.fraction))
+        return np.concatenate(out) if out else np.empty((0, 0))
+
+    def _run(self, x: np.ndarray, stop: int | None = None) -> dict[str, np.ndarray]:
+        """The arrays after the first ``stop`` layers (all of them by default), by name."""
         if self._fast_input and np.isfinite(x).all():
             m = quantize_float64(x, self.input_type)
         else:  # +-inf as ap_types takes them; NaN is refused
             m = quantize_float(x, self.input_type)
         arrays = {self.input_name: m}
-        for layer, copies in zip(self.layers, self._copies, strict=True):
+        for layer, copies in list(zip(self.layers, self._copies, strict=True))[:stop]:
             args = [arrays[name].copy() if copy else arrays.pop(name) for name, copy in zip(layer.inputs, copies, strict=True)]
             arrays[layer.output] = layer(*args)
-        m = arrays[self.output_name]
+        return arrays
+
+    def _predict(self, x: np.ndarray) -> np.ndarray:
+        m = self._run(x)[self.output_name]
         if m.dtype == np.float64:
             m *= 2.0**-self.output_type.fraction
             m += 0.0  # -0.0 -> +0.0, as ap_fixed's conversion to float gives

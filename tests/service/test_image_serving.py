@@ -82,8 +82,15 @@ def same_answers(target: str, got: np.ndarray, want: np.ndarray) -> None:
 
 
 def tf_predict(address: str, x: np.ndarray) -> np.ndarray:
+    return tf_predict_version(address, MODEL, x, None)
+
+
+def tf_predict_version(address: str, model: str, x: np.ndarray, version: int | None) -> np.ndarray:
+    """The stock TF Serving client's Predict of ``model`` (of one version, or the latest)."""
     request = predict_pb2.PredictRequest()
-    request.model_spec.name = MODEL
+    request.model_spec.name = model
+    if version is not None:
+        request.model_spec.version.value = version
     request.inputs["features"].CopyFrom(tf.make_tensor_proto(x))
     with grpc.insecure_channel(address) as channel:
         reply = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=60)

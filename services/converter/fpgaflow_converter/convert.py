@@ -19,12 +19,13 @@ from fpgaflow.emulation.timing import device_timing
 from fpgaflow.errors import FidelityError, MissingArtifact, StageError
 from fpgaflow.preprocess import Scaler
 from fpgaflow.scores import per_class_auc
-from fpgaflow.spec import HLSSpec
-from fpgaflow.trial import EVALUATION_SAMPLES, TrialDir, write_json
+from fpgaflow.spec import HLSSpec, RetrainHeadSpec
+from fpgaflow.trial import EVALUATION_SAMPLES, RETRAINED, TRAINSET, TrialDir, write_json
 from fpgaflow_converter import export, trace
 from fpgaflow_converter.config import hls_config
 from fpgaflow_converter.estimate import estimate as estimate_resources
 from fpgaflow_converter.estimate import layers_from_hls_model
+from fpgaflow_converter.retrain import head_layers, retrain_head
 
 if TYPE_CHECKING:
     import keras
@@ -170,13 +171,56 @@ def run(trial: TrialDir, out: Path) -> dict:
     import hls4ml  # slow to import: only when the stage runs; the steps that call it get it from here
 
     inputs = _load_inputs(trial, out)
+    summary, converted = convert_model(hls4ml, trial, inputs, out)
+    settings = trial.spec().quantize.retrain_head
+    if settings is not None:  # the Brainwave recipe's last step: version 2 of the model
+        summary["retrained"] = _retrain_and_convert(hls4ml, trial, inputs, converted, settings, out / RETRAINED)
+    return summary
+
+
+def convert_model(hls4ml: ModuleType, trial: TrialDir, inputs: Inputs, out: Path) -> tuple[dict, Converted]:
+    """One model converted with the spec's settings and compiled, its emulation checked against it, packaged as
+    an emulator and exported as an HLS project, all in ``out``. Returns the summary and the compiled model."""
     config, corrections = _configure(hls4ml, inputs)
     converted = _convert_and_compile(hls4ml, inputs, config, out)
     report, emulated = _fidelity_report(trial, inputs, converted, out)
     resources, timing = _write_and_check(inputs, converted, config, report, out)
     _package_emulator(inputs, converted, emulated, timing, hls4ml.__version__, out)
     _export_project(trial, inputs.hls, converted.project_dir, out)
-    return _summary(trial, report, resources, corrections, timing, converted.project_dir)
+    return _summary(trial, report, resources, corrections, timing, out), converted
+
+
+def _retrain_and_convert(hls4ml: ModuleType, trial: TrialDir, inputs: Inputs, converted: Converted,
+                         settings: RetrainHeadSpec, out: Path) -> dict:
+    """quantize.retrainHead: the head retrained on the featurizer's outputs on the training set as the firmware
+    just converted computes them (its vectorized emulation, bit-identical to hls4ml's C simulation), then the
+    retrained model converted into ``out`` (convert/retrained) like the first."""
+    from fpgaflow.emulation.project import load_project
+
+    train_dir = trial.stage_dir("train")
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    try:
+        fast = load_project(converted.project_dir, PROJECT)
+    except NotImplementedError as exc:
+        raise StageError(f"quantize.retrainHead takes the featurizer's outputs from fpgaflow's vectorized emulator, "
+                         f"which does not cover this network: {exc}") from exc
+    trainset = np.load(train_dir / TRAINSET)
+    x_train = Scaler.load(train_dir / "scaler.json").apply(trainset["x"])
+    first = head_layers(inputs.model)[0].name
+    features = fast.inputs_of(x_train, first)
+    print(f"convert: retraining the head ({first} on) on the firmware's featurizer outputs of {len(features)} "
+          f"training samples ({features.shape[1]} values each) for {settings.epochs} epochs", flush=True)
+    retrained = retrain_head(train_dir / "model.keras", features, trainset["y"], settings, trial.spec().dataset.seed)
+    retrained.model.save(out / "model.keras")
+    model = keras_model.load_model(out / "model.keras")
+    summary, _ = convert_model(hls4ml, trial, Inputs(model, inputs.hls, True, inputs.x, inputs.y), out)
+    write_json(out / "history.json", retrained.history)
+    summary.update(model=str((out / "model.keras").relative_to(trial.root)), head_from=first,
+                   train_samples=len(features), epochs=settings.epochs,
+                   head_accuracy_on_firmware_features={"before": retrained.accuracy_before,
+                                                       "after": retrained.accuracy_after})
+    return summary
 
 
 def _load_inputs(trial: TrialDir, out: Path) -> Inputs:
@@ -343,7 +387,7 @@ def _export_project(trial: TrialDir, hls: HLSSpec, project_dir: Path, out: Path)
 
 
 def _summary(trial: TrialDir, report: dict, resources: dict, corrections: list[dict], timing: dict,
-             project_dir: Path) -> dict:
+             out: Path) -> dict:
     """The stage's result: the fidelity report without its per-layer trace (that is in fidelity.json), the
     estimate's total, the reuse-factor corrections, the timing and where the artifacts are."""
     return {
@@ -352,7 +396,7 @@ def _summary(trial: TrialDir, report: dict, resources: dict, corrections: list[d
         "reuse_factor_corrections": [{k: c[k] for k in ("layer", "asked", "used", "shape")}
                                      for c in corrections],
         "timing": {k: timing[k] for k in ("latency_cycles", "ii_cycles", "latency_ns", "ii_ns", "unmodelled")},
-        "project": str(project_dir.relative_to(trial.root)),
-        "tarball": "convert/hls4ml_prj.tar.gz",
-        "emulator": "convert/emulator",
+        "project": str((out / "hls4ml_prj").relative_to(trial.root)),
+        "tarball": str((out / "hls4ml_prj.tar.gz").relative_to(trial.root)),
+        "emulator": str((out / "emulator").relative_to(trial.root)),
     }

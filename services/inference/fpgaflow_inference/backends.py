@@ -9,7 +9,7 @@ import numpy as np
 
 from fpgaflow.emulation.timing import device_seconds
 from fpgaflow.errors import TargetUnavailable
-from fpgaflow.trial import TrialDir
+from fpgaflow.trial import ModelVersion
 
 
 class Backend(Protocol):
@@ -107,15 +107,15 @@ def visible_gpus() -> list[str]:
     return [d.name for d in tf.config.list_physical_devices("GPU")]
 
 
-def load_backend(trial: TrialDir, target: str) -> Backend:
-    model_path = trial.stage_dir("train") / "model.keras"
+def load_backend(version: ModelVersion, target: str) -> Backend:
+    """The back end of ``target`` for one version of a trial's model (``fpgaflow.trial.model_versions``)."""
     if target == "cpu":
-        return KerasBackend(model_path, "cpu", "/CPU:0")
+        return KerasBackend(version.model, "cpu", "/CPU:0")
     if target == "gpu":
         gpus = visible_gpus()
         if not gpus:
             raise TargetUnavailable("no GPU is visible to TensorFlow on this machine (tf.config.list_physical_devices('GPU') is empty)")
-        return KerasBackend(model_path, "gpu", "/GPU:0")
+        return KerasBackend(version.model, "gpu", "/GPU:0")
     if target == "fpga":
-        return EmulatorBackend(trial.stage_dir("convert") / "emulator")
+        return EmulatorBackend(version.convert / "emulator")
     raise ValueError(f"unknown target {target!r}")

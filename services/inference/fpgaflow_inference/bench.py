@@ -9,7 +9,15 @@ import numpy as np
 
 from fpgaflow.errors import MissingArtifact
 from fpgaflow.plots import plot_benchmark, write_csv
-from fpgaflow.trial import EVALUATION_SAMPLES, INPUT_NAME, OUTPUT_NAME, TrialDir, read_json, write_json
+from fpgaflow.trial import (
+    EVALUATION_SAMPLES,
+    INPUT_NAME,
+    OUTPUT_NAME,
+    TrialDir,
+    model_versions,
+    read_json,
+    write_json,
+)
 from fpgaflow_inference.loadgen import csv_table, discover_input, scan, served_accuracy
 
 
@@ -20,6 +28,7 @@ def run(trial: TrialDir, out: Path) -> dict:
     x, y = testset["x"], testset["y"]
     bench = spec.benchmark
 
+    served = model_versions(trial)
     targets: dict[str, dict] = {}
     rows: list[dict] = []
     record: dict[str, np.ndarray] = {}
@@ -32,7 +41,11 @@ def run(trial: TrialDir, out: Path) -> dict:
             print(f"{target}: {endpoint['status']} ({endpoint.get('reason', '')}), not benchmarked", flush=True)
             continue
         address = endpoint["address"]
-        accuracy = served_accuracy(address, trial.experiment, INPUT_NAME, OUTPUT_NAME, x[:EVALUATION_SAMPLES], y[:EVALUATION_SAMPLES])
+        x_eval, y_eval = x[:EVALUATION_SAMPLES], y[:EVALUATION_SAMPLES]
+        accuracy = served_accuracy(address, trial.experiment, INPUT_NAME, OUTPUT_NAME, x_eval, y_eval)
+        versions = {str(v.number): served_accuracy(address, trial.experiment, INPUT_NAME, OUTPUT_NAME, x_eval, y_eval,
+                                                   version=v.number)
+                    for v in served} if len(served) > 1 else None
         target_rows, target_record = scan(target, address, trial.experiment, INPUT_NAME, x, bench.batch_sizes, bench.concurrency,
                                           bench.requests_per_client, bench.warmup, bench.rate, bench.protocol,
                                           say=lambda line: print(line, flush=True))
@@ -43,6 +56,8 @@ def run(trial: TrialDir, out: Path) -> dict:
             "accuracy_served": accuracy,
             "accuracy_samples": int(min(len(x), EVALUATION_SAMPLES)),
         }
+        if versions is not None:  # the Brainwave recipe: before (1) and after (2) the head's retraining
+            targets[target]["accuracy_served_versions"] = versions
         rows.extend(target_rows)
         record.update(target_record)
 

@@ -19,8 +19,11 @@ class State(enum.Enum):
 
 
 class DataPlane:
-    def __init__(self, model: ServedModel):
-        self.model = model
+    """The versions of one model (each a ServedModel), what the server's state lets through, and the counts."""
+
+    def __init__(self, models: ServedModel | list[ServedModel]):
+        models = [models] if isinstance(models, ServedModel) else models
+        self.models = {model.version: model for model in models}
         self.state = State.STARTING
         self.accepted = self.answered = self.refused = 0  # since start; refused: arrived while draining
         self.last_arrival = float("-inf")  # time.monotonic() of the latest prediction request, accepted or not
@@ -29,6 +32,15 @@ class DataPlane:
     def active(self) -> int:
         """Predictions accepted and not yet answered."""
         return self.accepted - self.answered
+
+    @property
+    def model(self) -> ServedModel:
+        """The latest version: what a request that names no version gets."""
+        return self.models[max(self.models)]
+
+    @property
+    def versions(self) -> str:
+        return ", ".join(map(str, sorted(self.models)))
 
     @property
     def ready(self) -> bool:
@@ -42,10 +54,12 @@ class DataPlane:
             raise ModelNotFound(f"model {name!r} is not served here; this server serves {model.name!r}")
         if label:
             raise RequestError(f"version label {label!r} is not assigned; this server assigns no labels "
-                               f"(versions: {model.version})")
-        if version is not None and version != model.version:
-            raise ModelNotFound(f"model {name!r} has no version {version}; loaded versions: {model.version}")
-        return model
+                               f"(versions: {self.versions})")
+        if version is None:
+            return model
+        if version not in self.models:
+            raise ModelNotFound(f"model {name!r} has no version {version}; loaded versions: {self.versions}")
+        return self.models[version]
 
     def resolve_v2(self, name: str, version: str) -> ServedModel:
         """The v2 protocol names the version as a string; empty means the server's choice."""
@@ -54,7 +68,7 @@ class DataPlane:
         try:
             number = int(version)
         except ValueError:
-            raise ModelNotFound(f"model {name!r} has no version {version!r}; loaded versions: {self.model.version}") from None
+            raise ModelNotFound(f"model {name!r} has no version {version!r}; loaded versions: {self.versions}") from None
         return self.resolve(name, number)
 
     def check_accepting(self) -> None:

@@ -292,8 +292,10 @@ def run_load(target: str, address: str, payloads: list[bytes], batch_size: int, 
     return RunResult(target, load.concurrency, batch_size, latencies, errors, wall, load)
 
 
-def served_accuracy(address: str, model_name: str, input_name: str, output_name: str, x: np.ndarray, y: np.ndarray, batch: int = 512) -> float:
-    """Accuracy of the endpoint's answers on labelled samples, asked with the stock TF Serving client."""
+def served_accuracy(address: str, model_name: str, input_name: str, output_name: str, x: np.ndarray, y: np.ndarray,
+                    batch: int = 512, version: int | None = None) -> float:
+    """Accuracy of the endpoint's answers on labelled samples, asked with the stock TF Serving client (of one
+    version of the model, or the latest)."""
     from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
     from fpgaflow_inference.tensors import from_array, to_array
@@ -304,6 +306,8 @@ def served_accuracy(address: str, model_name: str, input_name: str, output_name:
         for i in range(0, len(x), batch):
             request = predict_pb2.PredictRequest()
             request.model_spec.name = model_name
+            if version is not None:
+                request.model_spec.version.value = version
             request.inputs[input_name].CopyFrom(from_array(x[i : i + batch]))
             response = stub.Predict(request, timeout=120)
             predicted.append(to_array(response.outputs[output_name], output_name).argmax(axis=1))

@@ -20,10 +20,10 @@ def platform(model: ServedModel) -> str:
     return f"{name}_paced" if model.pacer is not None else name
 
 
-def model_metadata(model: ServedModel) -> pb.ModelMetadataResponse:
+def model_metadata(model: ServedModel, versions: list[int]) -> pb.ModelMetadataResponse:
     tensor = pb.ModelMetadataResponse.TensorMetadata
     return pb.ModelMetadataResponse(
-        name=model.name, versions=[str(model.version)], platform=platform(model),
+        name=model.name, versions=[str(v) for v in versions], platform=platform(model),
         inputs=[tensor(name=model.input_name, datatype="FP32", shape=[-1, *model.input_shape])],
         outputs=[tensor(name=model.output_name, datatype="FP32", shape=[-1, model.n_classes])],
     )
@@ -58,7 +58,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         return pb.ServerMetadataResponse(name=SERVER_NAME, version=__version__, extensions=[])
 
     async def ModelMetadata(self, request, context):
-        return model_metadata(self.plane.resolve_v2(request.name, request.version))
+        return model_metadata(self.plane.resolve_v2(request.name, request.version), sorted(self.plane.models))
 
     async def ModelInfer(self, request, context):
         model = self.plane.resolve_v2(request.model_name, request.model_version)

@@ -24,7 +24,7 @@ from tensorflow_serving.apis import (
 from fpgaflow.errors import ConfigError
 from fpgaflow.preprocess import Scaler
 from fpgaflow.spec import ServeSpec
-from fpgaflow.trial import TrialDir, read_json, write_json
+from fpgaflow.trial import ModelVersion, TrialDir, model_versions, read_json, write_json
 from fpgaflow_inference.backends import load_backend
 from fpgaflow_inference.batching import BatchPolicy
 from fpgaflow_inference.dataplane import DataPlane, State
@@ -95,9 +95,12 @@ class ServerSettings:
         return options
 
 
-def served_model(trial: TrialDir, target: str, settings: ServerSettings, metrics: ServerMetrics | None = None) -> ServedModel:
+def served_model(trial: TrialDir, target: str, settings: ServerSettings, metrics: ServerMetrics | None = None,
+                 version: ModelVersion | None = None) -> ServedModel:
+    """One version of the trial's model (version 1, as trained, by default) served on ``target``."""
+    version = version or model_versions(trial)[0]
     train = trial.stage_dir("train")
-    backend = load_backend(trial, target)
+    backend = load_backend(version, target)
     pacer = None
     if settings.pacing and target == "fpga":
         timing = getattr(backend, "timing", None)
@@ -106,14 +109,14 @@ def served_model(trial: TrialDir, target: str, settings: ServerSettings, metrics
         pacer = DevicePacer(timing["latency_ns"] * 1e-9, timing["ii_ns"] * 1e-9)
     return ServedModel(
         name=trial.experiment,
-        version=1,
+        version=version.number,
         scaler=Scaler.load(train / "scaler.json"),
         classes=tuple(read_json(train / "dataset.json")["classes"]),
         backend=backend,
         policy=settings.policy,
         pacer=pacer,
         metrics=metrics,
-        extra={"trial": trial.root.name},
+        extra={"trial": trial.root.name, "version": f"{version.number}: {version.description}"},
     )
 
 
@@ -152,20 +155,22 @@ async def drain(plane: DataPlane, server: grpc.aio.Server, health_servicer, grac
     while (plane.active or time.monotonic() - plane.last_arrival < QUIET_SECONDS) and time.monotonic() < deadline:
         await asyncio.sleep(0.005)
     await server.stop(max(deadline - time.monotonic(), 0.0))
-    await plane.model.stop()
+    for model in plane.models.values():
+        await model.stop()
 
 
 async def serve(trial: TrialDir, target: str, settings: ServerSettings) -> int:
     settings.credentials()  # bad TLS settings fail before the model loads
     metrics = ServerMetrics(trial.experiment, target)
-    model = served_model(trial, target, settings, metrics)
-    plane = DataPlane(model)
+    plane = DataPlane([served_model(trial, target, settings, metrics, version) for version in model_versions(trial)])
+    model = plane.model  # the latest version: what a request without a version gets
     metrics.info.labels(model.name, target).info({"backend": model.backend.description, "trial": trial.root.name,
                                                   "batching": "on" if model.policy.enabled else "off"})
     metrics.pacing.labels(model.name, target).set(1 if model.pacer is not None else 0)
     server, port, health_servicer = build_server(plane, metrics, settings)
     http_server, _ = start_http_server(settings.metrics_port, addr=settings.host, registry=metrics.registry)
-    model.start()
+    for each in plane.models.values():
+        each.start()
     await server.start()
     plane.state = State.SERVING
     await set_serving(health_servicer, True)
@@ -174,7 +179,7 @@ async def serve(trial: TrialDir, target: str, settings: ServerSettings) -> int:
     scheme = "grpcs" if settings.tls_cert else "grpc"
     info = {"target": target, "address": f"{settings.host}:{port}", "tls": settings.tls_cert is not None,
             "metrics": f"http://{settings.host}:{settings.metrics_port}/metrics", "model": model.name,
-            "pid": os.getpid(), **model.facts()}
+            "versions": sorted(plane.models), "pid": os.getpid(), **model.facts()}
     write_json(out / "server.json", info)  # the local runner takes it as the sign that the server is ready
     print(f"serving {model.name!r} on {target} at {scheme}://{info['address']} ({info['backend']}; batching "
           f"{json.dumps(info['batching'])}; pacing {info['pacing']}); metrics at {info['metrics']}", flush=True)

@@ -97,10 +97,12 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
     async def GetModelStatus(self, request, context):
         model = resolve(self.plane, request.model_spec)
         states = get_model_status_pb2.ModelVersionStatus.State
+        state = {State.STARTING: states.LOADING, State.SERVING: states.AVAILABLE, State.DRAINING: states.UNLOADING}[self.plane.state]
         response = get_model_status_pb2.GetModelStatusResponse()
-        status = response.model_version_status.add()
-        status.version = model.version
-        status.state = {State.STARTING: states.LOADING, State.SERVING: states.AVAILABLE, State.DRAINING: states.UNLOADING}[self.plane.state]
+        # TF Serving lists every loaded version unless the request names one
+        for version in ([model.version] if request.model_spec.HasField("version") else sorted(self.plane.models)):
+            status = response.model_version_status.add()
+            status.version, status.state = version, state
         return response
 
     async def HandleReloadConfigRequest(self, request, context):

@@ -16,10 +16,8 @@ import numpy as np
 
 from fpgaflow.errors import SpecError, StageError
 from fpgaflow.keras_model import BinaryDense, SignActivation
-from fpgaflow.spec import ModelSpec
+from fpgaflow.spec import FEATURIZER_PREFIX, ModelSpec
 from fpgaflow.trial import INPUT_NAME
-
-FEATURIZER_PREFIX = "feat_"
 
 
 class ModelFileError(StageError):

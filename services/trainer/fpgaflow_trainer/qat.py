@@ -209,7 +209,10 @@ def to_qat(float_model: keras.Model, spec: ExperimentSpec) -> keras.Model:
             result = layer_types(spec, layer.name)["result"]
             activation = layer.get_config().get("activation")
             if isinstance(layer, (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D)):
-                twin = _multiplying(layer, spec, feeding)
+                # an output that several layers read is fixed-point already (quantized where it was made): their
+                # own input quantizers would each become a layer, which hls4ml streams cannot hold
+                shared = readers[parents(layer)[0]] > 1
+                twin = _multiplying(layer, spec, None if shared else feeding)
                 y = twin(x)
                 _weights_from(twin, layer)
             elif isinstance(layer, keras.layers.Add):  # its inputs are quantized already (the layers' outputs)

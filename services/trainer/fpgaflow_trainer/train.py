@@ -20,7 +20,7 @@ from fpgaflow.plots import plot_training
 from fpgaflow.preprocess import Scaler
 from fpgaflow.provenance import CODE_FOLDER, git_info, host_facts, package_versions
 from fpgaflow.spec import ExperimentSpec
-from fpgaflow.trial import KERAS_ARTIFACTS, TrialDir, write_json
+from fpgaflow.trial import KERAS_ARTIFACTS, TRAINSET, TrialDir, write_json
 from fpgaflow_trainer import qat
 from fpgaflow_trainer.checkpoint import Checkpointer, ResumedEarlyStopping, latest, latest_epoch, restore_rng
 from fpgaflow_trainer.command import run_command
@@ -340,6 +340,9 @@ def _save_artifacts(trial: TrialDir, out: Path, model: keras.Model, scaler: Scal
     # feed it
     x_test = model_input(model, data.x_test).astype(np.float32)
     np.savez_compressed(out / "testset.npz", x=x_test, y=data.y_test)
+    if trial.spec().quantize.retrain_head is not None:  # the convert stage retrains the head on the firmware's
+        # featurizer outputs on the training set
+        np.savez_compressed(out / TRAINSET, x=model_input(model, data.x_train).astype(np.float32), y=data.y_train)
     write_json(out / "dataset.json", data.describe())
     shutil.rmtree(checkpoints)
     plot_training(epochs, out / "training.png", title=f"{trial.experiment} / {trial.root.name}")
