@@ -80,6 +80,37 @@ class SignActivation(keras.layers.Layer):
         return input_shape
 
 
+@keras.saving.register_keras_serializable(package="fpgaflow")
+class BinarizeInput(keras.layers.Layer):
+    """The input binarization of BNN-PYNQ's LFC: +1 where a raw value is >= ``raw_threshold``, else -1.
+
+    The model takes standardized values, so the comparison is made per feature against ``thresholds`` (a
+    non-trainable weight): ``raw_threshold`` standardized with that feature's mean and scale
+    (``set_thresholds``). ``raw_threshold`` is kept for the export, whose host binarizes raw pixels."""
+
+    def __init__(self, raw_threshold: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.raw_threshold = float(raw_threshold)
+
+    def build(self, input_shape):
+        self.thresholds = self.add_weight(name="thresholds", shape=(int(input_shape[-1]),), initializer="zeros",
+                                          trainable=False)
+
+    def call(self, x):
+        return binarize(x - ops.cast(self.thresholds, x.dtype))
+
+    def set_thresholds(self, mean: np.ndarray, scale: np.ndarray) -> None:
+        """The raw threshold in the standardized units of each feature ((t - mean) / scale)."""
+        standardized = (self.raw_threshold - np.asarray(mean, dtype=np.float64)) / np.asarray(scale, dtype=np.float64)
+        self.thresholds.assign(standardized.astype(np.float32))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "raw_threshold": self.raw_threshold}
+
+
 # ------------------------------------------------------------------------------------ quantization-aware models
 
 

@@ -183,6 +183,11 @@ class ModelSpec(_Model):
     freeze_featurizer: bool = Field(
         False, description="resnet: train only the classifier head; the featurizer's weights stay as loaded."
     )
+    input_threshold: float | None = Field(
+        None,
+        description="binary: the raw input value from which an input is +1 (else -1), as BNN-PYNQ's LFC binarizes "
+        "pixels; by default the middle of the training set's value range (127.5 for 0..255 pixels, LFC's rule).",
+    )
 
     @model_validator(mode="after")
     def _fields_of_the_type(self) -> ModelSpec:
@@ -190,6 +195,8 @@ class ModelSpec(_Model):
             raise ValueError("path names the .keras file of type keras, and only of it")
         if self.type != "resnet" and (self.featurizer is not None or self.freeze_featurizer):
             raise ValueError(f"featurizer and freezeFeaturizer belong to type resnet, not {self.type}")
+        if self.type != "binary" and self.input_threshold is not None:
+            raise ValueError(f"inputThreshold belongs to type binary, not {self.type}")
         return self
 
     def layer_names(self) -> list[str] | None:
@@ -199,7 +206,7 @@ class ModelSpec(_Model):
             return None
         if self.type == "binary":
             hidden = [n for i in range(len(self.layers)) for n in (f"fc{i + 1}", f"bn{i + 1}", f"sign{i + 1}")]
-            return [*hidden, "output", "softmax"]
+            return ["binarize", *hidden, "output", "softmax"]
         hidden = [n for i in range(len(self.layers)) for n in (f"fc{i + 1}", f"{self.activation}{i + 1}")]
         if self.type == "cnn":
             convs = [n for i in range(len(self.filters)) for n in (f"conv{i + 1}", f"conv{i + 1}_{self.activation}", f"pool{i + 1}")]
@@ -308,6 +315,16 @@ class LayerHLSSpec(_Model):
     table_size: int | None = Field(
         None, ge=64, le=65536, description="Entries of an activation's lookup tables (softmax: 4096 by default)."
     )
+    pe: int | None = Field(
+        None, ge=1, le=4096,
+        description="binary (BNN-PYNQ export): processing elements of this fc or output layer, the neurons computed "
+        "in parallel; LFC's by default (fc1 32, fc2 64, fc3 32, output 16).",
+    )
+    simd: int | None = Field(
+        None, ge=1, le=64,
+        description="binary (BNN-PYNQ export): input bits per PE per cycle (one 64-bit word at most); must divide "
+        "the layer's padded input width; LFC's by default (fc1 64, fc2 32, fc3 64, output 8).",
+    )
 
     @field_validator("table_size")
     @classmethod
@@ -315,6 +332,53 @@ class LayerHLSSpec(_Model):
         if size is not None and size & (size - 1):
             raise ValueError(f"must be a power of two, got {size}")
         return size
+
+
+# BNN-PYNQ's LFC overlay (lfcW1A1, bnn/src/network/lfcW1A1/hw/config.h): (PE, SIMD) of its three hidden layers
+# and of its output layer. A binary model's hidden layer i takes LFC's i-th (the last one beyond three).
+LFC_HIDDEN_FOLDING = ((32, 64), (64, 32), (32, 64))
+LFC_OUTPUT_FOLDING = (16, 8)
+BNN_WORD_BITS = 64  # BNN-PYNQ's ExtMemWord; the first layer's input and the last layer's output are padded to it
+
+
+def pad_to(n: int, multiple: int) -> int:
+    """n rounded up to a multiple of ``multiple``."""
+    return -(-n // multiple) * multiple
+
+
+def bnn_folding(widths: list[int], overrides: dict[str, LayerHLSSpec]) -> list[tuple[str, int, int]]:
+    """(layer name, PE, SIMD) of each fc layer and the output layer of a binary model with hidden ``widths``:
+    hls.layers.<name>.pe / .simd where given, LFC's otherwise."""
+    names = [f"fc{i + 1}" for i in range(len(widths))] + ["output"]
+    defaults = [LFC_HIDDEN_FOLDING[min(i, len(LFC_HIDDEN_FOLDING) - 1)] for i in range(len(widths))]
+    folding = []
+    for name, (pe, simd) in zip(names, [*defaults, LFC_OUTPUT_FOLDING], strict=True):
+        layer = overrides.get(name)
+        folding.append((name, (layer and layer.pe) or pe, (layer and layer.simd) or simd))
+    return folding
+
+
+def bnn_padded_inputs(widths: list[int], folding: list[tuple[str, int, int]], n_in: int | None) -> list[int | None]:
+    """Each layer's padded input width as BNN-PYNQ's finnthesizer pads it: the first layer's to a multiple of
+    max(SIMD, 64), a later layer's to the previous layer's padded neuron count (a multiple of its PE). None for
+    the first layer when n_in (the data's features) is not known."""
+    first_simd = folding[0][2]
+    padded: list[int | None] = [None if n_in is None else pad_to(n_in, max(first_simd, BNN_WORD_BITS))]
+    for width, (_, pe, _) in zip(widths, folding[:-1], strict=True):
+        padded.append(pad_to(width, pe))
+    return padded
+
+
+def folding_problems(widths: list[int], overrides: dict[str, LayerHLSSpec], n_in: int | None) -> list[tuple[str, str]]:
+    """(field, message) for each SIMD that does not divide its layer's padded input width."""
+    folding = bnn_folding(widths, overrides)
+    problems = []
+    for (name, _, simd), padded in zip(folding, bnn_padded_inputs(widths, folding, n_in), strict=True):
+        if padded is not None and padded % simd:
+            problems.append((f"hls.layers.{name}.simd",
+                             f"{simd} does not divide the layer's padded input width {padded}; BNN-PYNQ packs "
+                             f"each neuron's inputs in words of SIMD bits (divisors of {padded} up to 64 work)"))
+    return problems
 
 
 class HLSSpec(_Model):
@@ -480,6 +544,18 @@ class ExperimentSpec(_Model):
     serve: ServeSpec = Field(default_factory=ServeSpec)
     benchmark: BenchmarkSpec = Field(default_factory=BenchmarkSpec)
     sweep: SweepSpec | None = None
+
+    @model_validator(mode="after")
+    def _bnn_folding(self) -> ExperimentSpec:
+        folded = {name for name, layer in self.hls.layers.items() if layer.pe is not None or layer.simd is not None}
+        if folded and self.model.type != "binary":
+            raise ValueError(f"hls.layers pe and simd fold a binary model's BNN-PYNQ export; model type {self.model.type} "
+                             f"has none (set on {', '.join(sorted(folded))})")
+        if self.model.type == "binary":
+            problems = folding_problems(self.model.layers, self.hls.layers, None)
+            if problems:
+                raise SpecError(problems)
+        return self
 
     @model_validator(mode="after")
     def _layer_overrides_exist(self) -> ExperimentSpec:

@@ -113,6 +113,11 @@ class ModelVersion:
     convert: Path
     description: str
 
+    def result(self) -> dict:
+        """What the convert stage says of this version's firmware (its result.json; {} where there is none)."""
+        path = self.convert / "result.json"
+        return json.loads(path.read_text()) if path.exists() else {}
+
 
 def model_versions(trial: TrialDir) -> list[ModelVersion]:
     """Version 1, the model as trained; version 2 where the convert stage retrained its head."""

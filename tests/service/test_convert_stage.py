@@ -113,11 +113,21 @@ def test_a_binary_model_is_exported_in_the_bnn_layout(tmp_path):
             "train": {"epochs": 2, "batchSize": 64, "learningRate": 0.01}}
     td = TrialDir.create(tmp_path / "t02", "convert", "t02", {}, ExperimentSpec.model_validate(spec))
     fpgaflow("train", "--trial-dir", str(td.root))
-    assert fpgaflow("convert", "--trial-dir", str(td.root), check=False).returncode != 0
-    error = td.error("convert")
-    assert error["reason"] == "BinaryExportOnly" and "does not convert" in error["message"], error
+    fpgaflow("convert", "--trial-dir", str(td.root))
+    result = td.result("convert")
+    assert result["export"] == "bnn" and "does not convert" in result["note"] and "fpga target" in result["note"], result
     bnn = read_bnn(td.stage_dir("convert") / "bnn")
     assert [layer["weights"].shape for layer in bnn["layers"]] == [(64, 32), (32, 10)]
+    assert [(layer["pe"], layer["simd"]) for layer in bnn["layers"]] == [(32, 64), (16, 8)]  # LFC's
+    assert (td.stage_dir("convert") / "bnn" / "classes.txt").read_text().splitlines() == [str(c) for c in range(10)]
+
+    from fpgaflow.errors import TargetUnavailable
+    from fpgaflow.trial import model_versions
+    from fpgaflow_inference.backends import load_backend
+
+    [version] = model_versions(td)
+    with pytest.raises(TargetUnavailable, match="BNN-PYNQ parameter folder"):
+        load_backend(version, "fpga")
 
 
 def test_a_layer_hls4ml_cannot_convert_fails_the_stage_naming_it():

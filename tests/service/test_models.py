@@ -95,8 +95,10 @@ def test_binary_mlp_is_binary_and_learns_digits(digits):
     x = model_input(model, x_test[:32])
     fc1 = model.get_layer("fc1")
     assert set(np.unique(fc1.binary_kernel())) == {-1.0, 1.0}
-    np.testing.assert_allclose(keras.Model(model.inputs, fc1.output).predict(x, verbose=0), x @ fc1.binary_kernel(),
-                               rtol=1e-5, atol=1e-4)  # the forward pass uses the +-1 kernel
+    thresholds = keras.ops.convert_to_numpy(model.get_layer("binarize").thresholds)
+    binarized = np.where(x >= thresholds, 1.0, -1.0)  # LFC's binarized inputs
+    np.testing.assert_allclose(keras.Model(model.inputs, fc1.output).predict(x, verbose=0),
+                               binarized @ fc1.binary_kernel(), rtol=1e-5, atol=1e-4)  # the +-1 kernel
     signs = keras.Model(model.inputs, model.get_layer("sign1").output).predict(x, verbose=0)
     assert set(np.unique(signs)) == {-1.0, 1.0}
     assert np.abs(keras.ops.convert_to_numpy(fc1.kernel)).max() <= 1.0  # latent weights clipped

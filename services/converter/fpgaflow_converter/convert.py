@@ -19,8 +19,8 @@ from fpgaflow.emulation.timing import device_timing
 from fpgaflow.errors import FidelityError, MissingArtifact, StageError
 from fpgaflow.preprocess import Scaler
 from fpgaflow.scores import per_class_auc
-from fpgaflow.spec import HLSSpec, RetrainHeadSpec
-from fpgaflow.trial import EVALUATION_SAMPLES, RETRAINED, TRAINSET, TrialDir, write_json
+from fpgaflow.spec import HLSSpec, RetrainHeadSpec, bnn_folding
+from fpgaflow.trial import EVALUATION_SAMPLES, RETRAINED, TRAINSET, TrialDir, read_json, write_json
 from fpgaflow_converter import export, trace
 from fpgaflow_converter.config import hls_config
 from fpgaflow_converter.estimate import estimate as estimate_resources
@@ -168,6 +168,8 @@ class Converted:
 def run(trial: TrialDir, out: Path) -> dict:
     """The convert stage: the trained model converted with the spec's hls settings and compiled, its emulation
     checked against the float model, then packaged as an emulator and exported as an HLS project."""
+    if trial.spec().model.type == "binary":
+        return export_binary(trial, out)
     import hls4ml  # slow to import: only when the stage runs; the steps that call it get it from here
 
     inputs = _load_inputs(trial, out)
@@ -224,25 +226,42 @@ def _retrain_and_convert(hls4ml: ModuleType, trial: TrialDir, inputs: Inputs, co
 
 
 def _load_inputs(trial: TrialDir, out: Path) -> Inputs:
-    """The train stage's model, scaler and test set; a binary model is exported in the BNN layout instead,
-    and the stage stops there (StageError BinaryExportOnly)."""
+    """The train stage's model, scaler and test set."""
     spec = trial.spec()
-    train_dir = trial.stage_dir("train")
-    if not trial.done("train"):
-        raise MissingArtifact(f"{train_dir} has no finished training; run the train stage first")
+    train_dir = _trained(trial)
     model = keras_model.load_model(train_dir / "model.keras")
-    if spec.model.type == "binary":  # packed weights and thresholds in the BNN-PYNQ/FINN layout
-        export.export_bnn(model, out / "bnn")
-        raise StageError(f"the BNN export (BNN-PYNQ/FINN layout, docs/exports.md) is in {out / 'bnn'}; "
-                         "hls4ml 1.3 does not convert fpgaflow's binary layers (BinaryDense, "
-                         "SignActivation), so there is no emulation to check or serve",
-                         reason="BinaryExportOnly")
     quantized = keras_model.is_qat(model)
     scaler = Scaler.load(train_dir / "scaler.json")
     testset = np.load(train_dir / "testset.npz")
     x = scaler.apply(testset["x"][:EVALUATION_SAMPLES])
     y = testset["y"][:EVALUATION_SAMPLES]
     return Inputs(model, spec.hls, quantized, x, y)
+
+
+def _trained(trial: TrialDir) -> Path:
+    train_dir = trial.stage_dir("train")
+    if not trial.done("train"):
+        raise MissingArtifact(f"{train_dir} has no finished training; run the train stage first")
+    return train_dir
+
+
+BNN_NOTE = ("hls4ml 1.3 does not convert fpgaflow's binary layers (BinarizeInput, BinaryDense, SignActivation), so "
+            "there is no emulation to check or serve: the hardware artifact is the BNN-PYNQ parameter folder {folder}, "
+            "which BNN-PYNQ's LFC overlay loads (docs/exports.md); the fpga target is unavailable for this trial")
+
+
+def export_binary(trial: TrialDir, out: Path) -> dict:
+    """A binary model's convert stage: its BNN-PYNQ parameter folder (out/bnn, folded by hls.layers' pe and
+    simd, LFC's by default) with the data set's class names, and a result saying that this is all there is."""
+    spec = trial.spec()
+    train_dir = _trained(trial)
+    model = keras_model.load_model(train_dir / "model.keras")
+    classes = [str(c) for c in read_json(train_dir / "dataset.json").get("classes", [])] or None
+    manifest = export.export_bnn(model, out / "bnn", bnn_folding(spec.model.layers, spec.hls.layers), classes)
+    note = BNN_NOTE.format(folder=out / "bnn")
+    print(f"convert: {note}")
+    return {"export": "bnn", "note": note, "folder": "bnn",
+            "layers": [{k: e[k] for k in ("name", "mw", "mh", "pe", "simd", "wmem", "tmem")} for e in manifest["layers"]]}
 
 
 def _configure(hls4ml: ModuleType, inputs: Inputs) -> tuple[dict, list[dict]]:

@@ -1,10 +1,9 @@
 """Exports of the convert stage: the hls4ml project with a vendor build script, and a binarized model's
-packed weights and thresholds in the BNN-PYNQ / FINN layout. The byte layouts are in docs/exports.md."""
+parameter folder in the layout Xilinx BNN-PYNQ's overlay loader reads. The byte layouts are in docs/exports.md."""
 
 from __future__ import annotations
 
 import json
-import math
 import stat
 import tarfile
 from pathlib import Path
@@ -12,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from fpgaflow.errors import StageError
+from fpgaflow.spec import BNN_WORD_BITS, bnn_folding, bnn_padded_inputs, pad_to
 
 # ------------------------------------------------------------------------------------ vendor build script
 
@@ -134,9 +134,15 @@ def pack_project(project_dir: Path, tarball: Path, arcname: str) -> Path:
 
 
 # ------------------------------------------------------------------------------------- BNN-PYNQ export
+# The layout is the one BNN-PYNQ's host library loads (bnn/src/library/host/foldedmv-offload.cpp,
+# FoldedMVLoadLayerMem) and its finnthesizer writes (bnn/src/training/finnthesizer.py, BNNProcElemMem).
 
 MANIFEST = "bnn.json"
-NEVER = 2**62  # a fixed-point threshold no sum reaches (a neuron whose batch norm is never >= 0)
+CLASSES = "classes.txt"
+WORD_BITS = BNN_WORD_BITS  # ExtMemWord: unsigned long long, read with its native (little-endian) byte order
+THRESHOLD_MAX = 2**15 - 1  # thresholds are ap_int<16> in the overlay; finnthesizer saturates them to int16
+PAD_THRESHOLD = THRESHOLD_MAX  # finnthesizer pads neurons with threshold 2^16 - 1, saturated to this
+OUTPUT_BIAS_FRAC_BITS = 16  # bnn.json's output bias, for a host-side argmax (not loaded by the overlay)
 
 
 def _bits_to_words(bits: np.ndarray, simd: int) -> np.ndarray:
@@ -152,209 +158,216 @@ def _words_to_bits(words: np.ndarray, simd: int, rows: int) -> np.ndarray:
     return bits.reshape(rows, -1).astype(np.uint8)
 
 
-def _pad_to(n: int, multiple: int) -> int:
-    return -(-n // multiple) * multiple
-
-
-def _binary_layers(model) -> tuple[list[tuple], object]:
-    """[(BinaryDense, BatchNormalization), ...] of the hidden layers and the output BinaryDense of a
-    ``binary`` model (services/trainer/model.py's build_binary)."""
+def _binary_layers(model) -> tuple[object, list[tuple], object]:
+    """The BinarizeInput layer, [(BinaryDense, BatchNormalization), ...] of the hidden layers and the output
+    BinaryDense of a ``binary`` model (services/trainer/model.py's build_binary)."""
     import keras
 
-    from fpgaflow.keras_model import BinaryDense, SignActivation
+    from fpgaflow.keras_model import BinarizeInput, BinaryDense, SignActivation
 
     layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
-    hidden, i = [], 0
-    while i + 2 < len(layers) and isinstance(layers[i], BinaryDense):
+    binarize = layers[0] if layers and isinstance(layers[0], BinarizeInput) else None
+    hidden, i = [], 1
+    while binarize is not None and i + 2 < len(layers) and isinstance(layers[i], BinaryDense):
         dense, bn, sign = layers[i:i + 3]
         if not (isinstance(bn, keras.layers.BatchNormalization) and isinstance(sign, SignActivation)) or dense.use_bias:
             break
         hidden.append((dense, bn))
         i += 3
     rest = layers[i:]
-    if not hidden or len(rest) != 2 or not isinstance(rest[0], BinaryDense):
+    if binarize is None or not hidden or len(rest) != 2 or not isinstance(rest[0], BinaryDense):
         names = ", ".join(f"{lay.name} ({type(lay).__name__})" for lay in layers)
-        raise StageError(f"the BNN export needs a binary model (BinaryDense, BatchNormalization, SignActivation per "
-                         f"hidden layer, then an output BinaryDense and softmax); this model has {names}")
-    return hidden, rest[0]
-
-
-def _fires(bn, x: np.ndarray) -> np.ndarray:
-    """Whether sign(bn(x)) is +1, evaluated by the Keras layer itself (x: rows of per-neuron inputs)."""
-    import keras
-
-    return keras.ops.convert_to_numpy(bn(x.astype(np.float32), training=False)) >= 0
+        raise StageError(f"the BNN export needs a binary model (BinarizeInput; BinaryDense, BatchNormalization, "
+                         f"SignActivation per hidden layer; an output BinaryDense and softmax); this model has {names}")
+    return binarize, hidden, rest[0]
 
 
 def _affine(bn) -> tuple[np.ndarray, np.ndarray]:
-    """bn(x) = x * scale + shift (float64), to locate each neuron's threshold."""
+    """bn(x) = x * scale + shift (float64); a negative scale marks a neuron to flip."""
     gamma, beta, mean, var = (np.asarray(w, dtype=np.float64) for w in bn.get_weights())
     scale = gamma / np.sqrt(var + bn.epsilon)
     return scale, beta - mean * scale
 
 
-def popcount_thresholds(bn, n_in: int, flips: np.ndarray) -> np.ndarray:
+def popcount_thresholds(fires, n_in: int, flips: np.ndarray, name: str) -> np.ndarray:
     """Per neuron the least popcount P (agreements of n_in +-1 inputs with the neuron's stored, flipped weights)
-    at which the sign after ``bn`` is +1: the dot product with the stored weights is 2P - n_in, the model's own
-    dot product is that times -1 where flipped. n_in + 1 when it never is. Every P in 0..n_in is tried with
-    the Keras layer, so the threshold is exact; a neuron whose output is not monotone in P is an error."""
+    at which ``fires`` (the model's own test that the neuron's output is +1, given its dot products, rows of
+    one value per neuron) holds: the stored row's dot product is 2P - n_in, the model's that times -1 where
+    flipped. n_in + 1 when it never does. Every P in 0..n_in is tried, so the threshold is exact; a neuron
+    whose output is not monotone in P is an error."""
     counts = np.arange(n_in + 1)
     signs = np.where(flips, -1, 1)
-    on = _fires(bn, np.outer(2 * counts - n_in, np.ones(len(flips))) * signs)  # (n_in + 1, n_out)
+    on = np.asarray(fires(np.outer(2 * counts - n_in, np.ones(len(flips))) * signs))  # (n_in + 1, n_out)
     first = np.where(on.any(axis=0), on.argmax(axis=0), n_in + 1)
     monotone = on == (counts[:, None] >= first[None, :])
     if not monotone.all():
         bad = int(np.flatnonzero(~monotone.all(axis=0))[0])
-        raise StageError(f"{bn.name}: neuron {bad}'s sign is not a threshold on its popcount; cannot export it")
+        raise StageError(f"{name}: neuron {bad}'s sign is not a threshold on its popcount; cannot export it")
     return first.astype(np.int64)
 
 
-def fixed_point_thresholds(bn, flips: np.ndarray, frac_bits: int, bound: int) -> np.ndarray:
-    """Per neuron the least integer T (units of 2^-frac_bits) such that a stored-weight sum S >= T means the sign
-    after ``bn`` is +1 (the model's sum is S, negated where flipped); located with the float64 batch norm and
-    settled with the Keras layer on the neighbouring values. ``bound`` is the largest |S| the inputs reach."""
-    scale, shift = _affine(bn)
-    signs = np.where(flips, -1, 1)
-    step = 2.0 ** -frac_bits
-    thresholds = np.empty(len(flips), dtype=np.int64)
-    live = scale != 0
-    thresholds[~live] = np.where(shift[~live] >= 0, -NEVER, NEVER)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        guess = np.ceil(np.where(live, signs * (-shift / scale) / step, 0.0))
-    guess = np.clip(guess, -bound - 1, bound + 1).astype(np.int64)
-    window = np.arange(-8, 9)
-    units = guess[None, :] + window[:, None]  # (17, n_out)
-    on = _fires(bn, units * step * signs)
-    for n in np.flatnonzero(live):
-        column = on[:, n]
-        if column.all() and guess[n] <= -bound:
-            thresholds[n] = -NEVER
-        elif not column.any() and guess[n] >= bound:
-            thresholds[n] = NEVER
-        elif column[-1] and not column[0] and (column == (np.arange(len(window)) >= column.argmax())).all():
-            thresholds[n] = units[column.argmax(), n]
-        else:
-            raise StageError(f"{bn.name}: no single threshold for neuron {n} near {guess[n]} * 2^-{frac_bits}")
-    return thresholds
+def _batchnorm_fires(bn):
+    import keras
+
+    return lambda x: keras.ops.convert_to_numpy(bn(x.astype(np.float32), training=False)) >= 0
 
 
-def quantize_input(x: np.ndarray, frac_bits: int) -> np.ndarray:
-    """The first layer's inputs as the hardware takes them: integers in units of 2^-frac_bits (round half to even)."""
-    return np.round(np.asarray(x, dtype=np.float64) * 2.0**frac_bits).astype(np.int64)
+def _logit_fires(bias: np.ndarray):
+    """The output layer's logit (float32 dot product plus bias, as BinaryDense computes it) is >= 0."""
+    return lambda x: (x.astype(np.float32) + bias.astype(np.float32)) >= 0
 
 
-def _write_layer(folder: Path, index: int, stored: np.ndarray, extra: np.ndarray, suffix: str, pe: int,
-                 simd: int, pad_value: int) -> dict:
-    """stored: (n_out, n_in) 0/1 rows; extra: one int64 per neuron. Pads rows to a multiple of pe (weights 1,
-    ``pad_value``) and columns to a multiple of simd (weights 1), deals neuron r to PE r % pe, writes
-    '{index}-{pe}-weights.bin' and '{index}-{pe}-{suffix}.bin' per PE."""
+def pe_files(bits: np.ndarray, thresholds: np.ndarray, pe: int, simd: int) -> list[tuple[bytes, bytes]]:
+    """(weights, thresholds) bytes per PE of a padded layer: neuron r goes to PE r % pe, each neuron's row as
+    consecutive words of simd bits; one int64 threshold per neuron (BNN-PYNQ's TMEM line, one threshold each)."""
+    return [(_bits_to_words(bits[p::pe], simd).astype("<u8").tobytes(), thresholds[p::pe].astype("<i8").tobytes())
+            for p in range(pe)]
+
+
+def _pad_layer(stored: np.ndarray, thresholds: np.ndarray, rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
+    """finnthesizer's padding: weights with 1 bits (padded inputs are 0 bits: they agree with none), neurons
+    with a threshold no popcount reaches."""
     n_out, n_in = stored.shape
-    rows, cols = _pad_to(n_out, pe), _pad_to(n_in, simd)
     bits = np.ones((rows, cols), dtype=np.uint8)
     bits[:n_out, :n_in] = stored
-    values = np.full(rows, pad_value, dtype=np.int64)
-    values[:n_out] = extra
-    for p in range(pe):
-        _bits_to_words(bits[p::pe], simd).astype("<u8").tofile(folder / f"{index}-{p}-weights.bin")
-        values[p::pe].astype("<i8").tofile(folder / f"{index}-{p}-{suffix}.bin")
-    return {"n_in": n_in, "n_out": n_out, "padded_in": cols, "padded_out": rows, "pe": pe, "simd": simd,
-            "words_per_neuron": cols // simd, "values": suffix}
+    padded = np.full(rows, PAD_THRESHOLD, dtype=np.int64)
+    padded[:n_out] = thresholds
+    return bits, padded
 
 
-def export_bnn(model, folder: Path, *, pe: int = 1, simd: int = 64, input_frac_bits: int = 8,
-               bias_frac_bits: int = 16, input_bound: float | None = None) -> dict:
-    """Writes a ``binary`` model's weights and thresholds in the BNN-PYNQ layout (docs/exports.md) into
-    ``folder`` with the manifest bnn.json, which it returns.
+def _check_folding(name: str, pe: int, simd: int, rows: int, cols: int) -> None:
+    if not 1 <= simd <= WORD_BITS or cols % simd:
+        raise StageError(f"hls.layers.{name}.simd: {simd} does not divide the layer's padded input width {cols} "
+                         f"(or exceeds {WORD_BITS}); BNN-PYNQ packs a neuron's inputs in words of SIMD bits")
+    if pe < 1 or rows % pe:
+        raise StageError(f"hls.layers.{name}.pe: {pe} does not divide the layer's padded neuron count {rows}")
 
-    Layer 0 takes fixed-point inputs (``quantize_input(x, input_frac_bits)``) and compares the signed sum with
-    an int64 threshold in units of 2^-input_frac_bits; later hidden layers compare a popcount with an int64
-    threshold; the output layer has an int64 bias in units of 2^-bias_frac_bits instead of thresholds.
-    ``input_bound``: the largest |input| expected (default 2^(23 - input_frac_bits) / n_in, which keeps every
-    sum exact in float32)."""
-    if not 1 <= simd <= 64 or pe < 1:
-        raise StageError(f"simd must be 1 to 64 bits (one uint64 word) and pe at least 1, not simd={simd}, pe={pe}")
+
+def _layer_matrices(binarize, hidden, output) -> list[dict]:
+    """Per layer: name, stored 0/1 rows (neurons x inputs, flipped), popcount thresholds, flips."""
+    layers = []
+    for dense, bn in hidden:
+        kernel = dense.binary_kernel()  # (n_in, n_out) of +-1
+        flips = _affine(bn)[0] < 0
+        stored = ((kernel * np.where(flips, -1, 1)).T > 0).astype(np.uint8)
+        thresholds = popcount_thresholds(_batchnorm_fires(bn), kernel.shape[0], flips, bn.name)
+        layers.append({"name": dense.name, "batchnorm": bn.name, "stored": stored, "thresholds": thresholds,
+                       "flips": flips})
+    kernel = output.binary_kernel()
+    bias = np.asarray(output.get_weights()[1] if output.use_bias else np.zeros(kernel.shape[1]), dtype=np.float32)
+    flips = np.zeros(kernel.shape[1], dtype=bool)
+    thresholds = popcount_thresholds(_logit_fires(bias), kernel.shape[0], flips, output.name)
+    layers.append({"name": output.name, "stored": (kernel.T > 0).astype(np.uint8), "thresholds": thresholds,
+                   "flips": flips, "bias": bias})
+    return layers
+
+
+def export_bnn(model, folder: Path, folding: list[tuple[str, int, int]] | None = None,
+               classes: list[str] | None = None) -> dict:
+    """Writes a ``binary`` model as a BNN-PYNQ parameter folder (docs/exports.md) into ``folder``: per layer l
+    and PE p ``l-p-weights.bin`` and ``l-p-thres.bin``, ``classes.txt`` and fpgaflow's manifest bnn.json,
+    which it returns. ``folding``: (layer name, PE, SIMD) per fc and output layer (spec.bnn_folding; LFC's by
+    default). Every layer is an XNOR-popcount layer with one threshold per neuron, as lfcW1A1's: the inputs
+    are binarized (the model's BinarizeInput), the output layer's bits are its logits' signs."""
+    binarize, hidden, output = _binary_layers(model)
+    matrices = _layer_matrices(binarize, hidden, output)
+    widths = [m["stored"].shape[0] for m in matrices[:-1]]
+    folding = folding or bnn_folding(widths, {})
+    if [name for name, _, _ in folding] != [m["name"] for m in matrices]:
+        raise StageError(f"folding names {[f[0] for f in folding]}, the model's layers are {[m['name'] for m in matrices]}")
+    n_in = matrices[0]["stored"].shape[1]
+    padded_in = bnn_padded_inputs(widths, folding, n_in)
+    if int(max(m["stored"].shape[1] for m in matrices)) + 1 > THRESHOLD_MAX:
+        raise StageError(f"a layer has more than {THRESHOLD_MAX - 1} inputs: its thresholds exceed the overlay's ap_int<16>")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     for old in folder.glob("*-*-*.bin"):
         old.unlink()
-    hidden, output = _binary_layers(model)
-    layers = []
-    for index, (dense, bn) in enumerate(hidden):
-        kernel = dense.binary_kernel()  # (n_in, n_out) of +-1
-        n_in, n_out = kernel.shape
-        flips = _affine(bn)[0] < 0
-        stored = ((kernel * np.where(flips, -1, 1)).T > 0).astype(np.uint8)
-        if index == 0:
-            bound = input_bound if input_bound is not None else 2.0 ** (23 - input_frac_bits) / n_in
-            limit = int(math.ceil(bound * 2**input_frac_bits)) * n_in
-            thresholds = fixed_point_thresholds(bn, flips, input_frac_bits, limit)
-            entry = _write_layer(folder, index, stored, thresholds, "thres", pe, simd, NEVER)
-            entry.update(kind="input", threshold="fixed_point_sum", frac_bits=input_frac_bits)
-        else:
-            thresholds = popcount_thresholds(bn, n_in, flips)
-            entry = _write_layer(folder, index, stored, thresholds, "thres", pe, simd, NEVER)
-            entry.update(kind="hidden", threshold="popcount")
-        entry.update(name=dense.name, batchnorm=bn.name, flips=[int(f) for f in flips])
-        layers.append(entry)
-    kernel = output.binary_kernel()
-    bias = output.get_weights()[1] if output.use_bias else np.zeros(kernel.shape[1])
-    scaled = np.round(np.asarray(bias, dtype=np.float64) * 2.0**bias_frac_bits).astype(np.int64)
-    entry = _write_layer(folder, len(hidden), (kernel.T > 0).astype(np.uint8), scaled, "bias", pe, simd, -NEVER)
-    entry.update(kind="output", threshold=None, frac_bits=bias_frac_bits, name=output.name,
-                 flips=[0] * kernel.shape[1])
-    layers.append(entry)
-    manifest = {"format": "BNN-PYNQ", "layout_doc": "docs/exports.md", "endianness": "little",
-                "input_frac_bits": input_frac_bits, "layers": layers}
+    entries = []
+    for index, (m, (name, pe, simd), cols) in enumerate(zip(matrices, folding, padded_in, strict=True)):
+        n_out, n_in_layer = m["stored"].shape
+        last = index == len(matrices) - 1
+        rows = pad_to(n_out, max(pe, WORD_BITS) if last else pe)  # the last layer's output is one 64-bit word
+        _check_folding(name, pe, simd, rows, int(cols))
+        # the overlay fires a neuron when threshold < popcount (finn-hlslib's ThresholdsActivation, comparison
+        # std::less): the file holds the least firing popcount minus 1
+        bits, thresholds = _pad_layer(m["stored"], m["thresholds"] - 1, rows, int(cols))
+        for p, (weights, thres) in enumerate(pe_files(bits, thresholds, pe, simd)):
+            (folder / f"{index}-{p}-weights.bin").write_bytes(weights)
+            (folder / f"{index}-{p}-thres.bin").write_bytes(thres)
+        entry = {"name": name, "n_in": n_in_layer, "n_out": n_out, "mw": int(cols), "mh": rows, "pe": pe, "simd": simd,
+                 "wmem": rows * int(cols) // (pe * simd), "tmem": rows // pe, "flips": [int(f) for f in m["flips"]]}
+        if last:
+            entry["bias"] = [int(b) for b in np.round(m["bias"].astype(np.float64) * 2.0**OUTPUT_BIAS_FRAC_BITS)]
+            entry["bias_frac_bits"] = OUTPUT_BIAS_FRAC_BITS
+        entries.append(entry)
+    names = list(classes) if classes is not None else [str(c) for c in range(matrices[-1]["stored"].shape[0])]
+    if len(names) != matrices[-1]["stored"].shape[0]:
+        raise StageError(f"{len(names)} class names for {matrices[-1]['stored'].shape[0]} outputs")
+    (folder / CLASSES).write_text("\n".join(names))
+    manifest = {"format": "BNN-PYNQ", "loader": "bnn/src/library/host/foldedmv-offload.cpp FoldedMVLoadLayerMem",
+                "layout_doc": "docs/exports.md", "input_threshold": binarize.raw_threshold, "classes": names,
+                "layers": entries}
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=1))
     return manifest
 
 
 def read_bnn(folder: Path) -> dict:
-    """An exported BNN read back: the manifest, and per layer ``weights`` (n_in, n_out) int8 +-1 as the model's
-    kernel, ``stored`` (n_out, n_in) 0/1 bits as the files hold them (flipped rows), ``thresholds`` (int64,
-    hidden layers) or ``bias`` (int64, output layer), and ``flips`` (bool per neuron)."""
+    """An exported parameter folder read back with its manifest: per layer ``stored`` (n_out, n_in) 0/1 bits as
+    the files hold them (flipped rows), ``weights`` (n_in, n_out) int8 +-1 as the model's kernel, ``thresholds``
+    (int64: a neuron fires when its popcount exceeds it) and ``flips``."""
     folder = Path(folder)
     if not (folder / MANIFEST).is_file():
         raise StageError(f"{folder} has no {MANIFEST}: not a BNN export")
     manifest = json.loads((folder / MANIFEST).read_text())
     layers = []
     for index, entry in enumerate(manifest["layers"]):
-        pe, simd = entry["pe"], entry["simd"]
-        rows, cols = entry["padded_out"], entry["padded_in"]
+        pe, simd, rows, cols = entry["pe"], entry["simd"], entry["mh"], entry["mw"]
         bits = np.empty((rows, cols), dtype=np.uint8)
-        values = np.empty(rows, dtype=np.int64)
+        thresholds = np.empty(rows, dtype=np.int64)
         for p in range(pe):
             words = np.fromfile(folder / f"{index}-{p}-weights.bin", dtype="<u8")
-            share = len(range(p, rows, pe))
-            if len(words) != share * entry["words_per_neuron"]:
-                raise StageError(f"{folder}/{index}-{p}-weights.bin holds {len(words)} words, the manifest says "
-                                 f"{share * entry['words_per_neuron']}")
-            bits[p::pe] = _words_to_bits(words, simd, share)
-            values[p::pe] = np.fromfile(folder / f"{index}-{p}-{entry['values']}.bin", dtype="<i8")
+            if len(words) != entry["wmem"]:
+                raise StageError(f"{folder}/{index}-{p}-weights.bin holds {len(words)} words, the manifest says {entry['wmem']}")
+            bits[p::pe] = _words_to_bits(words, simd, rows // pe)
+            thresholds[p::pe] = np.fromfile(folder / f"{index}-{p}-thres.bin", dtype="<i8")
         stored = bits[: entry["n_out"], : entry["n_in"]]
         flips = np.asarray(entry["flips"], dtype=bool)
         signed = np.where(stored > 0, 1, -1).astype(np.int8) * np.where(flips, -1, 1).astype(np.int8)[:, None]
-        layer = dict(entry, stored=stored, weights=np.ascontiguousarray(signed.T), flips=flips)
-        layer["bias" if entry["kind"] == "output" else "thresholds"] = values[: entry["n_out"]]
-        layers.append(layer)
+        layers.append(dict(entry, stored=stored, weights=np.ascontiguousarray(signed.T), flips=flips,
+                           thresholds=thresholds[: entry["n_out"]]))
     return dict(manifest, layers=layers)
 
 
-def bnn_forward(bnn: dict, x: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
-    """Integer-only inference from a read-back export, as the hardware computes it: the hidden layers' outputs
-    (0/1 bits, 1 for +1) and the output layer's accumulators (units of 2^-bias frac bits; argmax is the class)."""
-    layers = bnn["layers"]
-    q = quantize_input(x, bnn["input_frac_bits"])
-    first = layers[0]
-    signed = np.where(first["stored"] > 0, 1, -1).astype(np.int64)  # (n_out, n_in)
-    bits = (q @ signed.T >= first["thresholds"]).astype(np.int64)
-    hidden = [bits]
-    for layer in layers[1:]:
+def binarize_input(x_raw: np.ndarray, threshold: float) -> np.ndarray:
+    """Raw inputs as the overlay's host binarizes them: bit 1 where the value is at least the threshold."""
+    return (np.asarray(x_raw, dtype=np.float64) >= threshold).astype(np.int64)
+
+
+def bnn_forward(bnn: dict, x_raw: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+    """Integer-only inference from a read-back export, as the overlay computes it: every layer's output bits
+    (1 for +1; the last layer's are the class bits the overlay returns) and the output layer's popcounts."""
+    bits = binarize_input(x_raw, bnn["input_threshold"])
+    outputs, popcount = [], None
+    for layer in bnn["layers"]:
         w = layer["stored"].astype(np.int64)
         popcount = bits @ w.T + (1 - bits) @ (1 - w).T  # xnor popcount
-        if layer["kind"] == "output":
-            dot = 2 * popcount - layer["n_in"]
-            return hidden, dot * 2 ** layer["frac_bits"] + layer["bias"]
-        bits = (popcount >= layer["thresholds"]).astype(np.int64)
-        hidden.append(bits)
-    raise StageError("the export has no output layer")
+        bits = (popcount > layer["thresholds"]).astype(np.int64)  # threshold < popcount, as the overlay compares
+        outputs.append(bits)
+    return outputs, popcount
+
+
+def overlay_class(bits: np.ndarray) -> np.ndarray:
+    """The class BNN-PYNQ's host reads from the output word (testPrebinarized_nolabel_multiple_images): the
+    integer part of log2 of the word, i.e. the highest set class bit; 0 when no bit is set."""
+    bits = np.asarray(bits)
+    highest = bits.shape[1] - 1 - np.argmax(bits[:, ::-1], axis=1)
+    return np.where(bits.any(axis=1), highest, 0)
+
+
+def host_argmax(bnn: dict, popcount: np.ndarray) -> np.ndarray:
+    """The model's class (argmax of its logits) from the output layer's popcounts and bnn.json's bias, in
+    integers: (2P - n_in) * 2^G + bias. The overlay does not return popcounts; this is for a host that does."""
+    layer = bnn["layers"][-1]
+    scores = (2 * popcount - layer["n_in"]) * 2 ** layer["bias_frac_bits"] + np.asarray(layer["bias"], dtype=np.int64)
+    return scores.argmax(axis=1)

@@ -117,5 +117,8 @@ def load_backend(version: ModelVersion, target: str) -> Backend:
             raise TargetUnavailable("no GPU is visible to TensorFlow on this machine (tf.config.list_physical_devices('GPU') is empty)")
         return KerasBackend(version.model, "gpu", "/GPU:0")
     if target == "fpga":
+        converted = version.result()
+        if converted.get("export") == "bnn":  # a binary model: a BNN-PYNQ parameter folder, no emulator
+            raise TargetUnavailable(converted.get("note") or "the convert stage wrote only a BNN-PYNQ export")
         return EmulatorBackend(version.convert / "emulator")
     raise ValueError(f"unknown target {target!r}")

@@ -15,7 +15,7 @@ import keras
 import numpy as np
 
 from fpgaflow.errors import SpecError, StageError
-from fpgaflow.keras_model import BinaryDense, SignActivation
+from fpgaflow.keras_model import BinarizeInput, BinaryDense, SignActivation
 from fpgaflow.spec import FEATURIZER_PREFIX, ModelSpec
 from fpgaflow.trial import INPUT_NAME
 
@@ -108,10 +108,13 @@ def build_resnet(spec: ModelSpec, input_shape: tuple[int, ...], n_classes: int) 
 
 
 def build_binary(spec: ModelSpec, input_shape: tuple[int, ...], n_classes: int) -> keras.Model:
-    """A binarized MLP: per entry of layers fc{i} (+-1 weights, no bias), bn{i}, sign{i} (+-1 activations); then
-    output (+-1 weights with a bias) and softmax. Takes flat real-valued inputs."""
+    """A binarized MLP shaped like BNN-PYNQ's LFC: binarize (each input +1 where its raw value is at least the
+    input threshold, as LFC binarizes pixels; set by ``prepare_binary_input``), then per entry of layers fc{i}
+    (+-1 weights, no bias), bn{i}, sign{i} (+-1 activations); then output (+-1 weights with a bias) and softmax.
+    Takes flat samples."""
     names = iter(spec.layer_names())
-    inputs = x = _flat_input(input_shape)
+    inputs = _flat_input(input_shape)
+    x = BinarizeInput(name=next(names))(inputs)
     for width in spec.layers:
         x = BinaryDense(width, use_bias=False, name=next(names))(x)
         x = keras.layers.BatchNormalization(name=next(names))(x)
@@ -119,6 +122,24 @@ def build_binary(spec: ModelSpec, input_shape: tuple[int, ...], n_classes: int) 
     x = BinaryDense(n_classes, name=next(names))(x)
     outputs = keras.layers.Activation("softmax", name=next(names))(x)
     return keras.Model(inputs, outputs, name="binary")
+
+
+def input_threshold(spec: ModelSpec, x_train: np.ndarray) -> float:
+    """The raw value at which a binary model's input becomes +1: model.inputThreshold, else the middle of the
+    training set's value range (127.5 for 0..255 pixels: LFC's rule, pixel / 255 * 2 - 1 >= 0)."""
+    if spec.input_threshold is not None:
+        return float(spec.input_threshold)
+    return float((np.min(x_train) + np.max(x_train)) / 2)
+
+
+def prepare_binary_input(model: keras.Model, raw_threshold: float, mean: np.ndarray, scale: np.ndarray) -> None:
+    """Sets a binary model's input binarization to ``raw_threshold``, in the standardized units of the scaler
+    (``mean``, ``scale``) that feeds the model."""
+    layer = next((lay for lay in model.layers if isinstance(lay, BinarizeInput)), None)
+    if layer is None:
+        raise StageError(f"model {model.name!r} has no BinarizeInput layer to set")
+    layer.raw_threshold = float(raw_threshold)
+    layer.set_thresholds(mean, scale)
 
 
 # ------------------------------------------------------------------------------------ files and shapes

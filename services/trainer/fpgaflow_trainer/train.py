@@ -28,7 +28,7 @@ from fpgaflow_trainer.datasets import Dataset, cache_folder, load_dataset, neede
 from fpgaflow_trainer.diagnostics import Diagnostics
 from fpgaflow_trainer.epochstats import EpochStatistics
 from fpgaflow_trainer.hostmon import HostSampler
-from fpgaflow_trainer.model import build_model, model_input
+from fpgaflow_trainer.model import build_model, input_threshold, model_input, prepare_binary_input
 from fpgaflow_trainer.monitor import MetricsReporter, TrainingMetrics
 from fpgaflow_trainer.notify import notify_trial
 from fpgaflow_trainer.preconditions import check, estimate_training_seconds
@@ -168,7 +168,7 @@ def train_keras(trial: TrialDir, spec: ExperimentSpec, out: Path, metrics_addres
     data, scaler = _load_data(spec, data_cache(trial))
     x_train, x_test = scaler.apply(data.x_train), scaler.apply(data.x_test)
     checkpoints = out / "checkpoints"
-    start = _build_or_resume(spec, data, checkpoints)
+    start = _build_or_resume(spec, data, scaler, checkpoints)
     # flat for mlp/binary, images for cnn/resnet
     x_train, x_test = model_input(start.model, x_train), model_input(start.model, x_test)
     _recheck_duration(spec, out, host, start, x_train, data.y_train)
@@ -206,12 +206,14 @@ def _load_data(spec: ExperimentSpec, cache: Path) -> tuple[Dataset, Scaler]:
     return data, Scaler.fit(data.x_train, data.features)
 
 
-def _build_or_resume(spec: ExperimentSpec, data: Dataset, checkpoints: Path) -> Start:
+def _build_or_resume(spec: ExperimentSpec, data: Dataset, scaler: Scaler, checkpoints: Path) -> Start:
     """The spec's model, built and compiled, at epoch 0; or, after a killed run, its last checkpoint's
     weights, optimizer, history and counters, with the numpy random state restored."""
     resumed = latest(checkpoints)
     if resumed is None:
         model = build_model(spec.model, data.shape, len(data.classes))
+        if spec.model.type == "binary":  # LFC's input binarization, at a raw threshold, on standardized inputs
+            prepare_binary_input(model, input_threshold(spec.model, data.x_train), scaler.mean, scaler.scale)
         model.compile(
             optimizer=keras.optimizers.Adam(learning_rate=spec.train.learning_rate),
             loss="sparse_categorical_crossentropy",
