@@ -133,6 +133,11 @@ def exact_arithmetic() -> Iterator[None]:
         keras.config.set_dtype_policy(before)
 
 
+def parents(layer: keras.layers.Layer) -> list[str]:
+    """The names of the layers whose outputs a layer of a functional model reads, in order."""
+    return [t._keras_history.operation.name for node in layer._inbound_nodes for t in node.input_tensors]
+
+
 def is_qat(model: keras.Model) -> bool:
     """Whether ``model`` is made of HGQ2 layers (a QAT model) rather than float Keras layers."""
     return any(type(layer).__module__.startswith("hgq.") for layer in model.layers)

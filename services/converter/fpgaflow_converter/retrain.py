@@ -30,7 +30,7 @@ def head_layers(model: keras.Model) -> list[keras.layers.Layer]:
                          f"{model.name} has {', '.join(names)}")
     head = model.layers[featurizer[-1] + 1:]
     for before, layer in zip([model.layers[featurizer[-1]], *head], head, strict=False):
-        inbound = [t._keras_history.operation.name for node in layer._inbound_nodes for t in node.input_tensors]
+        inbound = keras_model.parents(layer)
         if inbound != [before.name]:
             raise StageError(f"quantize.retrainHead retrains a head of layers that follow one another; {layer.name} "
                              f"reads {', '.join(inbound)}")

@@ -42,10 +42,12 @@ def run(trial: TrialDir, out: Path) -> dict:
             continue
         address = endpoint["address"]
         x_eval, y_eval = x[:EVALUATION_SAMPLES], y[:EVALUATION_SAMPLES]
-        accuracy = served_accuracy(address, trial.experiment, INPUT_NAME, OUTPUT_NAME, x_eval, y_eval)
         versions = {str(v.number): served_accuracy(address, trial.experiment, INPUT_NAME, OUTPUT_NAME, x_eval, y_eval,
                                                    version=v.number)
                     for v in served} if len(served) > 1 else None
+        # a request without a version gets the latest: its accuracy is the latest version's
+        accuracy = (versions[str(served[-1].number)] if versions else
+                    served_accuracy(address, trial.experiment, INPUT_NAME, OUTPUT_NAME, x_eval, y_eval))
         target_rows, target_record = scan(target, address, trial.experiment, INPUT_NAME, x, bench.batch_sizes, bench.concurrency,
                                           bench.requests_per_client, bench.warmup, bench.rate, bench.protocol,
                                           say=lambda line: print(line, flush=True))

@@ -32,7 +32,7 @@ import re
 import keras
 
 from fpgaflow.errors import SpecError
-from fpgaflow.keras_model import COMPUTE_DTYPE, L1Float32, exact_arithmetic
+from fpgaflow.keras_model import COMPUTE_DTYPE, L1Float32, exact_arithmetic, parents
 from fpgaflow.spec import ExperimentSpec
 
 SOFTMAX_EXP_INPUT = "ap_ufixed<12,5,AP_RND,AP_SAT>"  # 4096 entries for x_max - x in [0, 32), steps of 1/128
@@ -145,11 +145,6 @@ def _check_convertible(model: keras.Model) -> None:
     tables = sorted(set(activations[:-1]) - {"relu", "linear"})
     if tables:  # hls4ml computes them from lookup tables that the Keras functions do not reproduce bit for bit
         raise SpecError([("model.activation", f"qat needs relu activations, not {', '.join(tables)}")])
-
-
-def parents(layer: keras.layers.Layer) -> list[str]:
-    """The names of the layers whose outputs a layer of a functional model reads, in order."""
-    return [t._keras_history.operation.name for node in layer._inbound_nodes for t in node.input_tensors]
 
 
 def _weights_from(twin, layer) -> None:
