@@ -63,6 +63,8 @@ bench: install
 	$(BIN)/fpgaflow run examples/cnn-top-tagger.yaml --home .cache/bench --replace
 	$(BIN)/python -m benchmarks.emulator --trial-dir .cache/bench/experiments/cnn-top-tagger/t00 --out .cache/bench/emulator-cnn
 	$(BIN)/python -m benchmarks.jetsim
+	bash benchmarks/rule4ml_venv.sh .cache/bench/rule4ml-venv
+	$(BIN)/python -m benchmarks.estimates --out .cache/bench/estimates
 
 # Container images, built with podman (daemonless; no Docker engine needed) from each service's Dockerfile
 # and named exactly as the chart's values name them (charts/images.py). PODMAN may carry a store of its

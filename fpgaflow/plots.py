@@ -198,12 +198,14 @@ def plot_latency_hist(samples: dict[str, np.ndarray], path: Path, title: str) ->
 
 
 def plot_pareto(points: list[dict], path: Path, title: str) -> None:
-    """pareto.png: emulated accuracy against DSPs and against latency, one dot a trial, the front joined;
-    pareto.csv beside it holds the points."""
+    """pareto.png: emulated accuracy against DSPs and against latency, one dot a trial with the estimate's
+    uncertainty as a horizontal bar, the front joined; pareto.csv beside it holds the points."""
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
     for ax, (key, label) in zip(axes, (("dsp", "DSPs (estimated)"), ("latency_ns", "latency [ns] (estimated)")), strict=True):
-        ax.scatter([p[key] for p in points], [p["accuracy"] for p in points], color="tab:gray", label="trial")
+        ax.errorbar([p[key] for p in points], [p["accuracy"] for p in points],
+                    xerr=[p[key] * p.get(f"{key}_error", 0.0) for p in points], fmt="o", color="tab:gray",
+                    ecolor="tab:gray", alpha=0.6, capsize=3, label="trial (± the estimate's held-out error)")
         front = sorted((p for p in points if p[f"front_{key}"]), key=lambda p: p[key])
         ax.plot([p[key] for p in front], [p["accuracy"] for p in front], marker="o", color="tab:red", label="Pareto front")
         names: dict[tuple, list[str]] = {}

@@ -106,11 +106,14 @@ PARETO_COSTS = (("dsp", "DSP"), ("latency_ns", "latency [ns]"))
 
 
 def sweep_points(summaries: list[dict]) -> list[dict]:
-    """The finished trials with an emulated accuracy and an estimate, each marked on the Pareto front of
-    accuracy against DSPs and against latency."""
+    """The finished trials with an emulated accuracy and an estimate (and its relative uncertainty), each marked
+    on the Pareto front of accuracy against DSPs and against latency."""
     done = [s for s in summaries if s.get("estimate") and s["accuracy"].get("emulated") is not None]
     points = [{"name": s["name"], "parameters": s["parameters"], "accuracy": s["accuracy"]["emulated"],
-               **{key: s["estimate"][key] for key, _ in PARETO_COSTS}} for s in done]
+               **{key: s["estimate"][key] for key, _ in PARETO_COSTS},
+               # the estimate's relative uncertainty (held-out error), 0 for estimates made before it had one
+               **{f"{key}_error": (s["estimate"].get("uncertainty") or {}).get(key) or 0.0 for key, _ in PARETO_COSTS}}
+              for s in done]
     for key, _ in PARETO_COSTS:
         for point, front in zip(points, pareto_front([(p[key], p["accuracy"]) for p in points]), strict=True):
             point[f"front_{key}"] = front

@@ -349,7 +349,8 @@ def _write_and_check(inputs: Inputs, converted: Converted, config: dict, report:
     bit-exactness for a QAT model), raising FidelityError; then timing.json. Returns the estimate and the
     timing."""
     hls = inputs.hls
-    resources = estimate_resources(layers_from_hls_model(converted.hls_model), hls.clock_period, hls.io_type)
+    resources = estimate_resources(layers_from_hls_model(converted.hls_model), hls.clock_period, hls.io_type,
+                                   hls.backend)
     write_json(out / "estimate.json", resources)
     write_json(out / "fidelity.json", report)
     write_json(out / "hls_config.json", config)

@@ -1,51 +1,74 @@
 """Resource and latency estimates of hls4ml firmware without vendor tools (see docs/estimates.md).
 
-Per layer: DSP48E2, LUT, FF and BRAM18 counts, latency in cycles and the initiation interval, from the
-layer's shape, fixed-point widths, reuse factor, strategy and pruned (exactly zero) weights. Dense,
-activations (ReLU, table activations, linear) and Softmax are modelled; other layers are listed with
-``modelled: False`` and zero cost. Latency of io_parallel layers is the first-order model of
-``timing.py`` (the one the ``fpga`` target reports); io_stream adds a FIFO stage per layer.
-This is an estimate, not a synthesis report: DSPs are exact for the Latency strategy at moderate
-precision, LUT/FF within a factor of about 2, BRAM18 within a few blocks.
+Two parts:
+
+1. **Structure** (this module, no fitted number): from each layer's shape, fixed-point widths, reuse
+   factor, strategy, pruned weights and io type, the quantities the synthesis tools build: multipliers by
+   operand class (both operands wide, one narrow, both narrow), their DSP48E2 tiles, adder-tree inputs and
+   depth, the pixel loop's trips, elementwise logic, tables and stream FIFOs. These become a few
+   **features** per quantity (DSP, LUT, FF, latency cycles).
+2. **Calibration** (``calibration/``): per HLS backend (Vivado HLS, Vitis HLS), the constant of each
+   feature, fitted (non-negative least squares on relative error) to public C-synthesis reports of hls4ml
+   designs, and each quantity's error on held-out reports, which every estimate carries as its uncertainty.
+
+BRAM18 is structural (weight ROMs of the Resource strategy, activation tables), not fitted.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
-from fpgaflow.emulation.timing import dense_timing, softmax_timing
 from fpgaflow.errors import StageError
 
 # DSP48E2 (UltraScale/UltraScale+, Xilinx UG579): a 27 x 18 two's complement multiplier.
 DSP_A_BITS = 27
 DSP_B_BITS = 18
-# hls4ml's own Vivado DSP estimator (optimization/dsp_aware_pruning/objectives/vivado_objectives.py)
-# counts no DSP for weights narrower than 9 bits; operands of <= 4 bits are also taken as LUT logic.
-LUT_MULT_MAX_WEIGHT_BITS = 8
-LUT_MULT_MAX_OPERAND_BITS = 4
+# Operand classes of a product. WIDE: both operands of at least 9 bits (hls4ml's own Vivado DSP estimator,
+# optimization/dsp_aware_pruning/objectives/vivado_objectives.py, counts no DSP below 9-bit weights);
+# MIXED: one operand of 5 to 8 bits and the other wider (a QKeras weight times a 16-bit input: Vivado HLS
+# still uses DSPs for most, Vitis HLS for few); NARROW: both at most 8 bits or one at most 4, built in LUTs.
+WIDE_BITS = 9
+NARROW_BITS = 4
 # BRAM18 aspect ratios (depth, width) in simple dual port mode (UG573).
 BRAM18_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36))
 BRAM18_PORTS = 2
-STREAM_FIFO_CYCLES = 2  # one write and one read register per layer-to-layer FIFO (assumption)
+BACKENDS = ("Vivado", "Vitis")
+REFERENCE_CLOCK_NS = 5.0  # adder levels per cycle scale with the clock period relative to this one
+
 TABLE_ACTIVATIONS = {"sigmoid", "tanh", "softsign", "softplus", "elu", "selu", "hard_tanh", "gelu"}
 FREE_CLASSES = {"Input", "InputLayer", "Flatten", "Reshape", "Transpose", "Dropout"}
-ACTIVATION_CLASSES = {"Activation", "ParametrizedActivation", "LeakyReLU", "ReLU", "ThresholdedReLU", "PReLU"}
+ACTIVATION_CLASSES = {"Activation", "ParametrizedActivation", "LeakyReLU", "ReLU", "ThresholdedReLU", "PReLU",
+                      "ELU", "HardActivation", "UnaryLUT"}
+MAC_CLASSES = {"Dense", "Conv1D", "Conv2D", "PointwiseConv1D", "PointwiseConv2D", "DepthwiseConv1D",
+               "DepthwiseConv2D", "SeparableConv1D", "SeparableConv2D"}
+POOL_CLASSES = {"Pooling1D", "Pooling2D", "GlobalPooling1D", "GlobalPooling2D"}
+ELEMENTWISE_CLASSES = {"BatchNormalization", "Merge", "ZeroPadding1D", "ZeroPadding2D", "Resize", "Concatenate"}
 STRATEGIES = ("latency", "resource")
+QUANTITIES = ("dsp", "lut", "ff", "latency_cycles")
 
-MODEL_LINE = (
-    "fpgaflow analytic estimate (services/converter/estimate.py, docs/estimates.md): DSP = nonzero products / RF "
-    "x DSP48E2 tiles, exact for the Latency strategy at 9-27 bit weights; LUT/FF within ~2x, BRAM18 within a few "
-    "blocks, latency within a few cycles of vitis_hls; not a synthesis report"
-)
+# The features of each quantity, in the order of a backend's fitted constants (calibration/__init__.py).
+FEATURES = {
+    "dsp": ("wide_products_rf1", "wide_products_reused", "mixed_products", "table_products"),
+    "lut": ("lut_product_bits", "adder_bits", "reused_weight_bits", "elementwise_bits", "table_bits", "dividers",
+            "layers"),
+    "ff": ("product_register_bits", "accumulator_bits", "reused_weight_bits", "elementwise_bits", "dividers",
+           "layers"),
+    "latency_cycles": ("mac_layers", "adder_levels", "loop_cycles", "other_layers"),
+}
 
 _PRECISION = re.compile(r"^(?:ap_)?(u?)(fixed|int)<\s*(\d+)\s*(?:,\s*(-?\d+))?[^>]*>$")
 
 
 @dataclass(frozen=True)
 class LayerShape:
-    """What the estimate needs of one hls4ml layer. Widths are total bits, *_integer the integer bits."""
+    """What the estimate needs of one hls4ml layer. Widths are total bits, *_integer the integer bits.
+
+    For a convolution, ``n_in``/``n_out`` are its per-pixel kernel (kernel area x channels in, filters out),
+    ``n_pixels`` the output positions and ``trips`` the pipeline's iterations (io_parallel: hls4ml's
+    ``n_partitions``; io_stream: the input pixels); ``products`` the multiplications per output pixel
+    (0: ``n_in x n_out``; a depthwise kernel has ``n_in``)."""
 
     name: str
     class_name: str
@@ -71,6 +94,9 @@ class LayerShape:
     table_width: int = 18
     inv_table_width: int = 18
     n_pixels: int = 1
+    trips: int = 1
+    products: int = 0
+    parallelization: int = 1
 
 
 def parse_precision(text: str) -> tuple[int, int, bool]:
@@ -104,8 +130,47 @@ def _strategy(layer) -> str:
     return strategy
 
 
+def _pixels(layer, prefix: str) -> int:
+    return int(layer.get_attr(f"{prefix}_height") or 1) * int(layer.get_attr(f"{prefix}_width") or 1)
+
+
+def _mac_shape(layer, cls: str, common: dict, io_type: str) -> LayerShape:
+    weight = layer.weights["weight"]
+    ww, wi, wsigned = _precision_of(weight.type.precision)
+    bias = layer.weights.get("bias")
+    bw, bi, _ = _precision_of(bias.type.precision) if bias is not None else (0, 0, True)
+    aw, ai, _ = _type_precision(layer, "accum_t") or (common["result_width"], common["result_integer"], True)
+    zeros = zero_weights(weight.data, ww, wi)
+    if cls == "Dense":
+        n_in, n_out, pixels, trips, products = int(layer.get_attr("n_in")), int(layer.get_attr("n_out")), 1, 1, 0
+    else:
+        kernel = int(layer.get_attr("filt_height") or 1) * int(layer.get_attr("filt_width") or 1)
+        channels = int(layer.get_attr("n_chan"))
+        n_in, n_out = kernel * channels, int(layer.get_attr("n_filt"))
+        depthwise = cls.startswith("Depthwise")
+        products = n_in if depthwise else 0
+        pixels = _pixels(layer, "out")
+        trips = (_pixels(layer, "in") if io_type == "io_stream"
+                 else int(layer.get_attr("n_partitions") or pixels))
+    return LayerShape(**{**common, "n_in": n_in, "n_out": n_out}, weight_width=ww, weight_integer=wi,
+                      weight_signed=wsigned, bias_width=bw, bias_integer=bi, accum_width=aw, accum_integer=ai,
+                      strategy=_strategy(layer), n_zero_weights=zeros, n_pixels=pixels, trips=trips, products=products,
+                      parallelization=int(layer.get_attr("parallelization_factor") or 1))
+
+
+def zero_weights(weights, width: int, integer: int) -> int:
+    """Weights that are zero once cast to ap_fixed<width, integer> (truncation toward minus infinity, ap_fixed's
+    default): the synthesis tool drops their products."""
+    import numpy as np
+
+    step = 2.0 ** (integer - width)
+    data = np.asarray(weights, dtype=float)
+    return int(((data >= 0) & (data < step)).sum())
+
+
 def layers_from_hls_model(hls_model) -> list[LayerShape]:
     """The LayerShape of every layer of an hls4ml ModelGraph (compiled or not), in graph order."""
+    io_type = str(hls_model.config.get_config_value("IOType") or "io_parallel")
     shapes = []
     for layer in hls_model.get_layers():
         cls = layer.class_name
@@ -120,29 +185,34 @@ def layers_from_hls_model(hls_model) -> list[LayerShape]:
         common = dict(name=layer.name, class_name=cls, n_in=n_in, n_out=n_out, input_width=iw, input_integer=ii,
                       input_signed=isigned, result_width=rw, result_integer=ri,
                       reuse_factor=int(layer.get_attr("reuse_factor") or 1))
-        if cls == "Dense":
-            weight = layer.weights["weight"]
-            ww, wi, wsigned = _precision_of(weight.type.precision)
-            bias = layer.weights.get("bias")
-            bw, bi, _ = _precision_of(bias.type.precision) if bias is not None else (0, 0, True)
-            aw, ai, _ = _type_precision(layer, "accum_t") or (rw, ri, True)
-            data = weight.data
-            shapes.append(LayerShape(
-                **{**common, "n_out": int(layer.get_attr("n_out"))}, weight_width=ww, weight_integer=wi,
-                weight_signed=wsigned, bias_width=bw, bias_integer=bi, accum_width=aw, accum_integer=ai,
-                strategy=_strategy(layer), n_zero_weights=int(data.size - (data != 0).sum())))
+        pixels = {"n_pixels": int(math.prod(out.shape[:-1]))} if len(out.shape) > 1 else {}
+        if cls in MAC_CLASSES:
+            shapes.append(_mac_shape(layer, cls, common, io_type))
         elif cls == "Softmax":
             ew, _, _ = _type_precision(layer, "exp_table_t") or (18, 8, True)
             vw, _, _ = _type_precision(layer, "inv_table_t") or (18, 8, True)
-            shapes.append(LayerShape(**common, activation="softmax", table_size=int(layer.get_attr("table_size") or 1024),
-                                     table_width=ew, inv_table_width=vw))
+            shapes.append(LayerShape(**common, **pixels, activation="softmax",
+                                     table_size=int(layer.get_attr("table_size") or 1024), table_width=ew,
+                                     inv_table_width=vw))
         elif cls in ACTIVATION_CLASSES:
             tw, _, _ = _type_precision(layer, "table_t") or (18, 8, True)
             activation = str(layer.get_attr("activation") or cls).lower()
-            shapes.append(LayerShape(**common, activation=activation,
+            shapes.append(LayerShape(**common, **pixels, activation=activation,
                                      table_size=int(layer.get_attr("table_size") or 1024), table_width=tw))
+        elif cls in POOL_CLASSES:
+            window = int(layer.get_attr("pool_height") or 1) * int(layer.get_attr("pool_width") or 1)
+            channels = int(layer.get_attr("n_filt") or layer.get_attr("n_chan") or out.shape[-1])
+            pixels = max(1, n_out // max(1, channels))
+            if cls.startswith("Global"):
+                window = max(1, math.prod(inp.shape) // channels) if inp is not None else 1
+            padded = any(int(layer.get_attr(f"pad_{side}") or 0) for side in ("top", "bottom", "left", "right"))
+            average_same = str(layer.get_attr("pool_op") or "").lower() == "average" and padded
+            shapes.append(LayerShape(**{**common, "n_in": window * channels, "n_out": channels}, n_pixels=pixels,
+                                     activation="average_same" if average_same else "",
+                                     trips=pixels if io_type == "io_parallel" else
+                                     max(1, (math.prod(inp.shape) // channels) if inp is not None else pixels)))
         else:
-            shapes.append(LayerShape(**common))
+            shapes.append(LayerShape(**common, **pixels))
     return shapes
 
 
@@ -153,14 +223,14 @@ def dsp_per_multiplier(width_a: int, width_b: int, signed_a: bool = True, signed
                math.ceil(b / DSP_A_BITS) * math.ceil(a / DSP_B_BITS))
 
 
-def multiplier_in_luts(weight_width: int, input_width: int) -> bool:
-    """Whether Vivado/Vitis HLS builds the product in LUTs rather than a DSP (narrow operands)."""
-    return weight_width <= LUT_MULT_MAX_WEIGHT_BITS or min(weight_width, input_width) <= LUT_MULT_MAX_OPERAND_BITS
-
-
-def lut_multiplier_cost(width_a: int, width_b: int) -> int:
-    """LUT6s of one product in fabric: about one LUT per two partial-product bits (a x b / 2)."""
-    return math.ceil(width_a * width_b / 2)
+def operand_class(weight_width: int, input_width: int) -> str:
+    """'wide' (both operands >= 9 bits), 'mixed' (one of 5-8 bits, the other wider) or 'narrow' (LUTs)."""
+    low, high = sorted((weight_width, input_width))
+    if low >= WIDE_BITS:
+        return "wide"
+    if low > NARROW_BITS and high >= WIDE_BITS:
+        return "mixed"
+    return "narrow"
 
 
 def bram18_for(depth: int, width: int) -> int:
@@ -170,113 +240,306 @@ def bram18_for(depth: int, width: int) -> int:
     return min(math.ceil(depth / d) * math.ceil(width / w) for d, w in BRAM18_SHAPES)
 
 
-def _tree_levels(n: int) -> int:
+def _levels(n: int) -> int:
     return math.ceil(math.log2(n)) if n > 1 else 0
 
 
-def _result(shape: LayerShape, io_type: str, clock_period_ns: float, *, dsp=0, lut=0, ff=0, bram18=0,
-            latency=0, ii=1, modelled=True, **extra) -> dict:
-    if io_type == "io_stream":
-        fifo_bits = shape.n_out * shape.result_width
-        latency += STREAM_FIFO_CYCLES
-        ii = ii * max(1, shape.n_pixels)
-        ff += fifo_bits * 2  # the FIFO's register stages (depth 1 per packed element, in and out)
-        lut += math.ceil(fifo_bits / 32) + 8  # SRL/valid logic (assumption)
-    return {"name": shape.name, "class_name": shape.class_name, "modelled": modelled, "dsp": int(dsp),
-            "lut": int(lut), "ff": int(ff), "bram18": int(bram18), "latency_cycles": int(latency),
-            "latency_ns": latency * clock_period_ns, "ii_cycles": int(ii), "ii_ns": ii * clock_period_ns, **extra}
+def kind_of(shape: LayerShape) -> str:
+    """mac, softmax, activation, pool, elementwise, free or unmodelled."""
+    if shape.class_name in MAC_CLASSES:
+        return "mac"
+    if shape.class_name == "Softmax" or shape.activation == "softmax":
+        return "softmax"
+    if shape.class_name in ACTIVATION_CLASSES:
+        return "activation"
+    if shape.class_name in POOL_CLASSES:
+        return "pool"
+    if shape.class_name in ELEMENTWISE_CLASSES:
+        return "elementwise"
+    if shape.class_name in FREE_CLASSES:
+        return "free"
+    return "unmodelled"
 
 
-def _dense(shape: LayerShape, clock_period_ns: float, io_type: str) -> dict:
+def structure(shape: LayerShape, io_type: str) -> dict:
+    """The layer's structural quantities: multipliers and their class, DSP tiles, adder inputs, accumulator and
+    product widths, the pipeline's trips and II, elementwise bits, BRAM18. No fitted constant."""
+    kind = kind_of(shape)
     rf = max(1, shape.reuse_factor)
-    total = shape.n_in * shape.n_out
-    nonzero = max(0, total - shape.n_zero_weights)
-    strategy = shape.strategy.lower()
-    if strategy not in STRATEGIES:
-        raise StageError(f"layer {shape.name!r}: no estimate for strategy {shape.strategy!r}")
-    resource = strategy == "resource"
-    # Latency strategy (and Resource at RF 1, where weights become constants): products by zero are dropped.
-    # Resource strategy at RF > 1 reads weights from memory, so every product has a multiplier.
-    products = total if resource and rf > 1 else nonzero
-    n_mult = math.ceil(products / rf)
-    product_width = shape.weight_width + shape.input_width
-    accum = shape.accum_width or product_width + _tree_levels(shape.n_in)
-    in_luts = multiplier_in_luts(shape.weight_width, shape.input_width)
-    dsp = 0 if in_luts else n_mult * dsp_per_multiplier(shape.input_width, shape.weight_width,
-                                                         shape.input_signed, shape.weight_signed)
-    lut = n_mult * lut_multiplier_cost(shape.weight_width, shape.input_width) if in_luts else 0
-    # Adder tree: one adder (accumulator width) per product, bias included; at RF > 1 the adders are reused.
-    n_adders = math.ceil(max(products, shape.n_out) / rf)
-    lut += n_adders * accum
-    ff = n_mult * min(product_width, accum) + shape.n_out * (accum + shape.result_width)
-    bram18 = 0
-    weight_bits = products * shape.weight_width
-    if resource and rf > 1:
-        # weights reshaped to RF words of block_factor x W bits (hls4ml's ARRAY_RESHAPE block factor)
-        bram18 = bram18_for(rf, math.ceil(total / rf) * shape.weight_width)
-        lut += rf * shape.n_out // 4 + 32  # accumulator muxing and the RF counter (assumption)
-        ff += shape.n_out * accum
-    elif rf > 1:
-        # Latency strategy at RF > 1: each multiplier selects its weight among RF constants
-        lut += n_mult * shape.weight_width * math.ceil(rf / 4)
-    timing = dense_timing(shape.name, shape.n_in, rf, strategy)
-    return _result(shape, io_type, clock_period_ns, dsp=dsp, lut=lut, ff=ff, bram18=bram18,
-                   latency=timing.latency_cycles, ii=timing.ii_cycles, multipliers=n_mult,
-                   multipliers_in_luts=in_luts, nonzero_weights=nonzero, weight_bits=weight_bits)
+    out = {"kind": kind, "multipliers": 0, "operands": "", "tiles": 0, "adders": 0, "ii": 1, "trips": 1,
+           "depth_inputs": 0, "elementwise_bits": 0, "bram18": 0, "nonzero_weights": 0}
+    if kind == "mac":
+        strategy = shape.strategy.lower()
+        if strategy not in STRATEGIES:
+            raise StageError(f"layer {shape.name!r}: no estimate for strategy {shape.strategy!r}")
+        per_pixel = shape.products or shape.n_in * shape.n_out
+        nonzero = max(0, per_pixel - shape.n_zero_weights)
+        # Latency strategy (and Resource at RF 1, where weights become constants): products by zero vanish.
+        # Resource strategy at RF > 1 reads weights from memory, so every product keeps a multiplier.
+        resource = strategy == "resource" and rf > 1
+        used = per_pixel if resource else nonzero
+        pf = max(1, shape.parallelization)
+        multipliers = math.ceil(used / rf) * pf
+        accum = shape.accum_width or shape.weight_width + shape.input_width + _levels(shape.n_in)
+        out.update(multipliers=multipliers, operands=operand_class(shape.weight_width, shape.input_width),
+                   tiles=dsp_per_multiplier(shape.input_width, shape.weight_width, shape.input_signed,
+                                            shape.weight_signed),
+                   adders=math.ceil(max(used, shape.n_out) / rf) * pf, accum_width=accum,
+                   product_width=min(shape.weight_width + shape.input_width, accum), ii=rf,
+                   trips=max(1, math.ceil(shape.trips / pf)) if shape.n_pixels > 1 else 1,
+                   depth_inputs=math.ceil(shape.n_in / rf) if not shape.products else math.ceil(shape.n_in / shape.n_out / rf),
+                   nonzero_weights=nonzero, resource=resource, outputs=shape.n_out * pf,
+                   # a convolution's window is selected from its whole input (io_parallel) or its line buffer
+                   elementwise_bits=(shape.trips * shape.n_in // max(1, shape.n_pixels and 1)) * shape.input_width
+                   if shape.n_pixels > 1 else 0)
+        if resource:
+            # weights reshaped to RF words of block_factor x W bits (hls4ml's ARRAY_RESHAPE block factor)
+            out["bram18"] = bram18_for(rf, math.ceil(per_pixel / rf) * shape.weight_width)
+    elif kind == "softmax":
+        n = shape.n_in
+        out.update(table_products=n, elementwise_bits=n * (shape.input_width + shape.table_width),
+                   bram18=math.ceil(n / BRAM18_PORTS) * bram18_for(shape.table_size, shape.table_width)
+                   + bram18_for(shape.table_size, shape.inv_table_width), depth_inputs=n)
+    elif kind == "activation":
+        n = shape.n_in
+        table = shape.activation in TABLE_ACTIVATIONS
+        # a table read by every element at once (io_parallel) or by each channel of a pixel (io_stream)
+        reads = max(1, n // max(1, shape.n_pixels)) if io_type == "io_stream" else n
+        out.update(elementwise_bits=n * max(shape.result_width, shape.input_width),
+                   table_bits=reads * shape.table_size * shape.table_width / 64 if table else 0,
+                   bram18=math.ceil(n / BRAM18_PORTS) * bram18_for(shape.table_size, shape.table_width) if table else 0)
+    elif kind == "pool":
+        # io_parallel pooling is unrolled (no loop); io_stream walks the input pixels. An average over a window
+        # that 'same' padding cuts divides by a count that is not a power of two: a divider per output.
+        out.update(elementwise_bits=shape.n_in * shape.n_pixels * shape.input_width,
+                   trips=shape.trips if io_type == "io_stream" else 1,
+                   divider_bits=shape.n_out * shape.n_pixels * shape.result_width if shape.activation == "average_same"
+                   else 0)
+    elif kind == "elementwise":
+        out.update(elementwise_bits=shape.n_out * shape.result_width,
+                   table_products=shape.n_out if shape.class_name == "BatchNormalization" else 0)
+    if io_type == "io_stream" and kind not in ("free", "unmodelled"):
+        out["stream"] = True
+        if kind in ("activation", "softmax", "elementwise"):
+            out["trips"] = max(1, shape.n_pixels)
+    return out
 
 
-def _table_copies(reads: int) -> int:
-    return math.ceil(max(1, reads) / BRAM18_PORTS)
+def features(shape: LayerShape, io_type: str, clock_period_ns: float) -> dict[str, dict[str, float]]:
+    """The layer's feature values, per quantity (FEATURES' names): what each fitted constant multiplies."""
+    s = structure(shape, io_type)
+    kind = s["kind"]
+    values = {q: dict.fromkeys(FEATURES[q], 0.0) for q in QUANTITIES}
+    if kind in ("free", "unmodelled"):
+        return values
+    dsp, lut, ff, cyc = values["dsp"], values["lut"], values["ff"], values["latency_cycles"]
+    stream = bool(s.get("stream"))
+    lut["layers"] = ff["layers"] = 1.0
+    if kind == "mac":
+        m, rf = s["multipliers"], max(1, shape.reuse_factor)
+        if s["operands"] == "wide":
+            dsp["wide_products_rf1" if rf == 1 else "wide_products_reused"] = m * s["tiles"]
+        elif s["operands"] == "mixed":
+            dsp["mixed_products"] = m
+        lut["lut_product_bits"] = m * shape.weight_width * shape.input_width / 16.0
+        lut["adder_bits"] = s["adders"] * s["accum_width"]
+        # At RF > 1 each multiplier selects its weight among RF: the weights become LUT logic (or a ROM)
+        lut["reused_weight_bits"] = ff["reused_weight_bits"] = (s["nonzero_weights"] * shape.weight_width
+                                                                if rf > 1 else 0.0)
+        ff["product_register_bits"] = m * s["product_width"]
+        lut["elementwise_bits"] = ff["elementwise_bits"] = s["elementwise_bits"]
+        ff["accumulator_bits"] = s["outputs"] * (s["accum_width"] + shape.result_width)
+        cyc["mac_layers"] = 1.0
+        cyc["adder_levels"] = _levels(s["depth_inputs"]) * REFERENCE_CLOCK_NS / clock_period_ns
+        cyc["loop_cycles"] = (s["trips"] * rf) if (s["trips"] > 1 or rf > 1) else 0.0
+    else:
+        dsp["table_products"] = s.get("table_products", 0)
+        lut["elementwise_bits"] = ff["elementwise_bits"] = s["elementwise_bits"]
+        lut["dividers"] = ff["dividers"] = s.get("divider_bits", 0)
+        lut["table_bits"] = s.get("table_bits", 0)
+        cyc["other_layers"] = 1.0 + (_levels(shape.n_in) if kind == "softmax" else 0)
+        if s["trips"] > 1:
+            cyc["loop_cycles"] = s["trips"]
+    if stream:
+        ff["elementwise_bits"] += shape.n_out * shape.result_width / max(1, shape.n_pixels)  # the FIFO's word
+    return values
 
 
-def _softmax(shape: LayerShape, clock_period_ns: float, io_type: str) -> dict:
-    n = shape.n_in
-    exp_bram = _table_copies(n) * bram18_for(shape.table_size, shape.table_width)
-    inv_bram = bram18_for(shape.table_size, shape.inv_table_width)
-    dsp = n * dsp_per_multiplier(shape.table_width, shape.inv_table_width)
-    lut = n * (shape.input_width * 2 + shape.table_width) + (n - 1) * shape.table_width
-    ff = n * (shape.input_width + shape.table_width + shape.result_width)
-    timing = softmax_timing(shape.name, n)
-    return _result(shape, io_type, clock_period_ns, dsp=dsp, lut=lut, ff=ff, bram18=exp_bram + inv_bram,
-                   latency=timing.latency_cycles, ii=timing.ii_cycles)
+def _constants(backend: str) -> dict:
+    from fpgaflow_converter.calibration import calibrated  # the fit reads this module's features
+
+    return calibrated(backend)
 
 
-def _activation(shape: LayerShape, clock_period_ns: float, io_type: str) -> dict:
-    n = shape.n_in
-    if shape.activation == "linear":
-        return _result(shape, io_type, clock_period_ns, latency=0)
-    if shape.activation in TABLE_ACTIVATIONS:
-        bram = _table_copies(n) * bram18_for(shape.table_size, shape.table_width)
-        lut = n * shape.input_width
-        return _result(shape, io_type, clock_period_ns, lut=lut, ff=n * shape.result_width, bram18=bram, latency=2)
-    # ReLU and its relatives: a sign test and a multiplexer per element
-    lut = n * max(shape.result_width, 1)
-    return _result(shape, io_type, clock_period_ns, lut=lut, ff=n * shape.result_width, latency=1)
-
-
-def estimate_layer(shape: LayerShape, clock_period_ns: float, io_type: str = "io_parallel") -> dict:
-    """DSP, LUT, FF, BRAM18, latency (cycles, ns) and II (cycles, ns) of one layer."""
+def estimate_layer(shape: LayerShape, clock_period_ns: float, io_type: str = "io_parallel",
+                   backend: str = "Vitis", constants: dict | None = None) -> dict:
+    """DSP, LUT, FF, BRAM18, latency (cycles, ns) and II (cycles, ns) of one layer, with the backend's fitted
+    constants (``calibration.calibrated``)."""
     if io_type not in ("io_parallel", "io_stream"):
         raise StageError(f"io_type {io_type!r} is not io_parallel or io_stream")
-    if shape.class_name == "Dense":
-        return _dense(shape, clock_period_ns, io_type)
-    if shape.class_name == "Softmax" or shape.activation == "softmax":
-        return _softmax(shape, clock_period_ns, io_type)
-    if shape.class_name in ACTIVATION_CLASSES:
-        return _activation(shape, clock_period_ns, io_type)
-    if shape.class_name in FREE_CLASSES:
-        return _result(shape, "io_parallel", clock_period_ns, latency=0)
-    return _result(shape, "io_parallel", clock_period_ns, latency=0, modelled=False)
+    if backend not in BACKENDS:
+        raise StageError(f"no estimate for backend {backend!r}: calibrated for {', '.join(BACKENDS)}")
+    theta = constants or _constants(backend)
+    s = structure(shape, io_type)
+    values = features(shape, io_type, clock_period_ns)
+    predicted = {q: sum(theta[q][name] * value for name, value in values[q].items()) for q in QUANTITIES}
+    latency = predicted["latency_cycles"]
+    ii = s["ii"] * (s["trips"] if s.get("stream") or s["trips"] > 1 else 1)
+    modelled = s["kind"] != "unmodelled"
+    extra = {k: s[k] for k in ("multipliers", "operands", "nonzero_weights") if s["kind"] == "mac"}
+    return {"name": shape.name, "class_name": shape.class_name, "modelled": modelled,
+            "dsp": round(predicted["dsp"]), "lut": round(predicted["lut"]), "ff": round(predicted["ff"]),
+            "bram18": int(s["bram18"]), "latency_cycles": round(latency), "latency_ns": round(latency) * clock_period_ns,
+            "ii_cycles": int(ii), "ii_ns": ii * clock_period_ns, **extra}
 
 
-def estimate(shapes: list[LayerShape], clock_period_ns: float, io_type: str = "io_parallel") -> dict:
-    """Per-layer estimates and their totals: resources and latency add up, the II is the slowest layer's."""
-    layers = [estimate_layer(s, clock_period_ns, io_type) for s in shapes]
+def design_features(shapes: list[LayerShape], io_type: str, clock_period_ns: float) -> dict[str, dict[str, float]]:
+    """The design's features: each layer's, summed (what the calibration fits the constants on)."""
+    total = {q: dict.fromkeys(FEATURES[q], 0.0) for q in QUANTITIES}
+    for shape in shapes:
+        for q, values in features(shape, io_type, clock_period_ns).items():
+            for name, value in values.items():
+                total[q][name] += value
+    return total
+
+
+def estimate(shapes: list[LayerShape], clock_period_ns: float, io_type: str = "io_parallel",
+             backend: str = "Vitis") -> dict:
+    """Per-layer estimates and their totals (resources and latency add up, the II is the slowest layer's), each
+    total with its uncertainty: the fitted model's mean relative error on held-out synthesis reports."""
+    from fpgaflow_converter.calibration import calibrated
+
+    theta = calibrated(backend)
+    layers = [estimate_layer(s, clock_period_ns, io_type, backend, theta) for s in shapes]
     total = {key: sum(layer[key] for layer in layers) for key in ("dsp", "lut", "ff", "bram18", "latency_cycles")}
     total["latency_ns"] = total["latency_cycles"] * clock_period_ns
     total["ii_cycles"] = max((layer["ii_cycles"] for layer in layers), default=1)
     total["ii_ns"] = total["ii_cycles"] * clock_period_ns
+    uncertainty = {q: theta["heldout_error"].get(q) for q in QUANTITIES}
+    uncertainty["latency_ns"] = uncertainty["latency_cycles"]
+    total["uncertainty"] = uncertainty
     unmodelled = [layer["name"] for layer in layers if not layer["modelled"]]
-    model = MODEL_LINE + (f"; not modelled (counted as 0): {', '.join(unmodelled)}" if unmodelled else "")
-    return {"layers": layers, "total": total, "model": model, "clock_period_ns": clock_period_ns,
+    model = (f"fpgaflow estimate calibrated on {theta['fit_rows']} {backend} HLS synthesis reports "
+             f"(docs/estimates.md); held-out mean error DSP {_pct(uncertainty['dsp'])}, LUT {_pct(uncertainty['lut'])}, "
+             f"FF {_pct(uncertainty['ff'])}, latency {_pct(uncertainty['latency_cycles'])}; not a synthesis report")
+    model += f"; not modelled (counted as 0): {', '.join(unmodelled)}" if unmodelled else ""
+    return {"layers": layers, "total": total, "model": model, "backend": backend, "clock_period_ns": clock_period_ns,
             "io_type": io_type, "shapes": [asdict(s) for s in shapes]}
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.0f}%"
+
+
+def with_reuse(shapes: list[LayerShape], reuse_factor: int, strategy: str | None = None) -> list[LayerShape]:
+    """The same layers at another reuse factor (and strategy) for every layer that multiplies."""
+    return [replace(s, reuse_factor=reuse_factor, strategy=strategy or s.strategy) if kind_of(s) == "mac" else s
+            for s in shapes]
+
+
+# ---- from a design's layers (calibration rows, Keras files), as hls4ml would convert them ----------------
+
+_MAC_NODES = {"dense": "Dense", "conv1d": "Conv1D", "conv2d": "Conv2D", "dwconv1d": "DepthwiseConv1D",
+              "dwconv2d": "DepthwiseConv2D"}
+_NODE_CLASSES = {"maxpool1d": "Pooling1D", "avgpool1d": "Pooling1D", "maxpool2d": "Pooling2D",
+                 "avgpool2d": "Pooling2D", "gmaxpool1d": "GlobalPooling1D", "gavgpool1d": "GlobalPooling1D",
+                 "gmaxpool2d": "GlobalPooling2D", "gavgpool2d": "GlobalPooling2D", "zeropad1d": "ZeroPadding1D",
+                 "zeropad2d": "ZeroPadding2D", "upsample1d": "Resize", "upsample2d": "Resize", "flatten": "Reshape",
+                 "bn": "BatchNormalization", "softmax": "Softmax"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What hls4ml's configuration sets for every layer of a design: types, reuse factor, strategy, io type,
+    and the fraction of weights pruned to zero. ``weight``/``activation``/``input`` default to ``precision``."""
+
+    precision: str = "ap_fixed<16,6>"
+    weight: str = ""
+    activation: str = ""
+    input: str = ""
+    accum: str = ""
+    reuse_factor: int = 1
+    strategy: str = "Latency"
+    io_type: str = "io_parallel"
+    pruned: float = 0.0
+
+
+def shapes_from_nodes(nodes: list, settings: Settings, zeros: dict[str, int] | None = None) -> list[LayerShape]:
+    """The LayerShapes hls4ml's conversion of these layers (``calibration.designs.Node``) would give: a
+    BatchNormalization after a Dense or a convolution folded into it, a separable convolution as its depthwise
+    and pointwise parts, io_stream's explicit zero padding before a 'same' convolution. ``zeros``: zero weights
+    by layer name, where known (else ``settings.pruned`` of each kernel)."""
+    data = parse_precision(settings.precision)
+    weight = parse_precision(settings.weight or settings.precision)
+    act = parse_precision(settings.activation or settings.precision)
+    accum = parse_precision(settings.accum or settings.precision)
+    stream = settings.io_type == "io_stream"
+    strategy = "resource" if settings.strategy.lower().startswith("resource") else settings.strategy.lower()
+    width, integer, signed = parse_precision(settings.input or settings.precision)
+    shapes: list[LayerShape] = []
+
+    def add(name, cls, n_in, n_out, result, **kw) -> None:
+        nonlocal width, integer, signed
+        shapes.append(LayerShape(name=name, class_name=cls, n_in=n_in, n_out=n_out, input_width=width,
+                                 input_integer=integer, input_signed=signed, result_width=result[0],
+                                 result_integer=result[1], **kw))
+        width, integer, signed = result
+
+    def mac(name, cls, node, n_in, n_out, products, in_pixels) -> None:
+        pixels = math.prod(node.out_shape[:-1]) if cls != "Dense" else 1
+        per_pixel = products or n_in * n_out
+        add(name, cls, n_in, n_out, data, weight_width=weight[0], weight_integer=weight[1],
+            weight_signed=weight[2], bias_width=weight[0], bias_integer=weight[1], accum_width=accum[0],
+            accum_integer=accum[1], reuse_factor=max(1, min(settings.reuse_factor, per_pixel)), strategy=strategy,
+            n_zero_weights=(zeros or {}).get(node.name, round(settings.pruned * per_pixel)), n_pixels=pixels,
+            trips=(in_pixels if stream else pixels) if cls != "Dense" else 1, products=products)
+
+    previous = None
+    for node in nodes[1:]:
+        kind, name = node.kind, node.name
+        channels = node.in_shape[-1]
+        if kind == "bn" and previous in _MAC_NODES.values():
+            continue  # folded into the layer before, as hls4ml does
+        if kind in ("conv1d", "conv2d", "dwconv1d", "dwconv2d", "sepconv1d", "sepconv2d"):
+            in_pixels = math.prod(node.in_shape[:-1])
+            if stream and node.padding == "same":
+                padded = tuple(n + node.kernel - 1 for n in node.in_shape[:-1])
+                add(f"{name}_pad", f"ZeroPadding{node.dims}D", math.prod(node.in_shape), math.prod(padded) * channels,
+                    (width, integer, signed), n_pixels=math.prod(padded))
+                in_pixels = math.prod(padded)
+            area = node.kernel ** node.dims
+            if kind.startswith(("dw", "sep")):
+                mac(f"{name}_depthwise" if kind.startswith("sep") else name, f"DepthwiseConv{node.dims}D", node,
+                    area * channels, channels, area * channels, in_pixels)
+            if kind.startswith("sep"):
+                mac(f"{name}_pointwise", f"Conv{node.dims}D", node, channels, node.filters, 0,
+                    math.prod(node.out_shape[:-1]))
+            elif not kind.startswith("dw"):
+                mac(name, f"Conv{node.dims}D", node, area * channels, node.filters, 0, in_pixels)
+        elif kind == "dense":
+            mac(name, "Dense", node, node.in_shape[0], node.filters, 0, 1)
+        elif kind in _NODE_CLASSES and kind != "softmax":
+            cls = _NODE_CLASSES[kind]
+            if cls in POOL_CLASSES:
+                window = node.kernel ** node.dims if not cls.startswith("Global") else math.prod(node.in_shape[:-1])
+                pixels = math.prod(node.out_shape[:-1]) if not cls.startswith("Global") else 1
+                divides = kind.startswith("avg") and node.padding == "same" and any(
+                    n % node.kernel for n in node.in_shape[:-1])
+                add(name, cls, window * channels, channels, data, n_pixels=pixels,
+                    trips=math.prod(node.in_shape[:-1]) if stream else pixels,
+                    activation="average_same" if divides else "")
+            else:
+                n = math.prod(node.out_shape)
+                add(name, cls, n, n, (width, integer, signed) if cls in FREE_CLASSES | {"ZeroPadding1D",
+                    "ZeroPadding2D", "Resize"} else data, n_pixels=math.prod(node.out_shape[:-1]) if len(node.out_shape) > 1 else 1)
+        elif kind == "softmax":
+            n = math.prod(node.out_shape)
+            add(name, "Softmax", n, n, data, activation="softmax")
+        elif kind == "linear":
+            continue
+        else:  # the other activations
+            n = math.prod(node.out_shape)
+            add(name, "Activation", n, n, act, activation=kind,
+                n_pixels=math.prod(node.out_shape[:-1]) if len(node.out_shape) > 1 else 1)
+        previous = shapes[-1].class_name if shapes else None
+    return shapes
