@@ -16,7 +16,16 @@ import sys
 import tempfile
 from pathlib import Path
 
-from fpgaflow_converter.calibration import FLOOR, GOAL, Row, calibrated, predict, read_rows, relative_error
+from fpgaflow_converter.calibration import (
+    FLOOR,
+    GOAL,
+    Row,
+    calibrated,
+    cross_validation,
+    predict,
+    read_rows,
+    relative_error,
+)
 from fpgaflow_converter.estimate import BACKENDS, QUANTITIES
 
 DEFAULT_OUT = Path(".cache/bench/estimates")
@@ -49,6 +58,7 @@ def error_table(rows: list[Row], peer: dict) -> list[dict]:
     table = []
     for backend in BACKENDS:
         constants = calibrated(backend)
+        by_design = cross_validation(backend)
         mine = [r for r in rows if r.backend == backend]
         for q in QUANTITIES:
             measured = [r for r in mine if r.measured[q] is not None]
@@ -57,6 +67,7 @@ def error_table(rows: list[Row], peer: dict) -> list[dict]:
             table.append({
                 "backend": backend, "quantity": q, "rows": len(ours), "goal": GOAL[q],
                 "fpgaflow_mean": sum(ours) / len(ours) if ours else None, "fpgaflow_worst": max(ours, default=None),
+                "by_design": by_design[q],
                 "peer_rows": len(both),
                 "fpgaflow_mean_on_peer_rows": (sum(relative_error(predict(r, constants, q), r.measured[q], q)
                                                    for r in both) / len(both)) if both else None,
@@ -71,15 +82,16 @@ def _pct(value: float | None) -> str:
 
 def print_table(table: list[dict]) -> None:
     print("held-out synthesis reports: mean relative error (|estimate - synthesis| / max(synthesis, floor); "
-          f"floors {FLOOR})")
-    print(f"{'backend':8} {'quantity':16} {'rows':>4} {'goal':>5} {'fpgaflow':>9} {'worst':>6} {'met':>4} | "
-          f"{'rows':>4} {'fpgaflow':>9} {'rule4ml':>8} {'better':>7}")
+          f"floors {FLOOR}); 'by design': each design left out of the fit in turn")
+    print(f"{'backend':8} {'quantity':16} {'rows':>4} {'goal':>5} {'fpgaflow':>9} {'worst':>6} {'met':>4} "
+          f"{'by design':>9} | {'rows':>4} {'fpgaflow':>9} {'rule4ml':>8} {'better':>7}")
     for t in table:
         met = "yes" if t["fpgaflow_mean"] is not None and t["fpgaflow_mean"] <= t["goal"] else "no"
         better = ("—" if t["rule4ml_mean"] is None else
                   "fpgaflow" if t["fpgaflow_mean_on_peer_rows"] < t["rule4ml_mean"] else "rule4ml")
         print(f"{t['backend']:8} {LABELS[t['quantity']]:16} {t['rows']:>4} {_pct(t['goal']):>5} "
-              f"{_pct(t['fpgaflow_mean']):>9} {_pct(t['fpgaflow_worst']):>6} {met:>4} | {t['peer_rows']:>4} "
+              f"{_pct(t['fpgaflow_mean']):>9} {_pct(t['fpgaflow_worst']):>6} {met:>4} {_pct(t['by_design']):>9} | "
+              f"{t['peer_rows']:>4} "
               f"{_pct(t['fpgaflow_mean_on_peer_rows']):>9} {_pct(t['rule4ml_mean']):>8} {better:>7}")
 
 

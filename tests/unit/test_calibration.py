@@ -23,11 +23,11 @@ from fpgaflow_converter.estimate import BACKENDS, QUANTITIES, Settings, estimate
 # The mean relative error on held-out rows, as measured when the model was last changed (never raise these
 # to make a change pass; lower them when a change improves the model).
 PINNED = {
-    ("Vivado", "dsp"): 0.157, ("Vivado", "lut"): 0.367, ("Vivado", "ff"): 0.526, ("Vivado", "latency_cycles"): 0.212,
-    ("Vitis", "dsp"): 0.133, ("Vitis", "lut"): 0.231, ("Vitis", "ff"): 0.341, ("Vitis", "latency_cycles"): 0.204,
+    ("Vivado", "dsp"): 0.073, ("Vivado", "lut"): 0.355, ("Vivado", "ff"): 0.345, ("Vivado", "latency_cycles"): 0.212,
+    ("Vitis", "dsp"): 0.037, ("Vitis", "lut"): 0.224, ("Vitis", "ff"): 0.313, ("Vitis", "latency_cycles"): 0.204,
 }
 COLUMNS = ["source", "backend", "tool_version", "hls4ml", "part", "clock_ns", "design", "layers", "precision",
-           "input_precision", "weight_precision", "activation_precision", "pruned", "reuse_factor", "strategy",
+           "input_precision", "weight_precision", "activation_precision", "pruned", "weights", "reuse_factor", "strategy",
            "io_type", "report", "dsp", "lut", "ff", "bram18", "latency_cycles", "ii_cycles", "use", "notes"]
 
 
@@ -65,10 +65,10 @@ def test_heldout_error_stays_pinned(backend, quantity):
 
 
 def test_the_goals_the_model_meets_are_asserted():
-    """Issue 19's goals on held-out rows: all of Vitis's are met; Vivado's DSP, LUT and FF are not yet (the
-    pinned values above say by how much)."""
+    """Issue 19's goals on held-out rows: all of Vitis's and Vivado's DSP, FF and latency are met; Vivado's LUT
+    is not yet (the pinned value above says by how much)."""
     met = {(t["backend"], t["quantity"]) for t in heldout_table() if t["mean"] <= t["goal"]}
-    assert {("Vitis", q) for q in QUANTITIES} | {("Vivado", "latency_cycles")} <= met
+    assert {("Vitis", q) for q in QUANTITIES} | {("Vivado", q) for q in ("dsp", "ff", "latency_cycles")} <= met
 
 
 def test_no_heldout_row_was_fitted_on():
@@ -83,15 +83,18 @@ def test_no_heldout_row_was_fitted_on():
 
 def test_the_estimate_of_the_demo_design_against_vitis_synthesis():
     """The demo (examples/jet-tagger.yaml): the tutorial's jet tagger, ap_fixed<16,6>, RF 1, Vitis, 5 ns, against
-    the Vitis HLS reports of that design in the table (three trainings of it: 1,502 to 2,557 DSPs)."""
+    the Vitis HLS reports of that design in the table: three trainings of it, 1,502 to 2,557 DSPs (the weights
+    decide which products get a DSP). Without the weights the estimate takes a trained model's usual share."""
     reports = [r for r in read_rows() if r.backend == "Vitis" and r.design == "jet-tagger-16-64-32-32-5"
                and r.settings.reuse_factor == 1 and not r.settings.pruned]
     assert len(reports) == 3
     design = "input:16 dense:64 relu dense:32 relu dense:32 relu dense:5 softmax"
     total = estimate(shapes_from_nodes(parse(design), Settings()), 5.0, backend="Vitis")["total"]
+    misses = {}
     for quantity in QUANTITIES:
         measured = sum(r.measured[quantity] for r in reports) / len(reports)
-        error = abs(total[quantity] - measured) / max(measured, FLOOR[quantity])
-        if quantity == "latency_cycles":
-            assert error <= GOAL[quantity], f"{quantity}: estimate {total[quantity]}, synthesis {measured:.0f}"
-        # DSP (+42%) and LUT (-42%) miss the goal for this design: see docs/estimates.md (weight values)
+        misses[quantity] = abs(total[quantity] - measured) / max(measured, FLOOR[quantity])
+    assert all(misses[q] <= GOAL[q] for q in ("lut", "ff", "latency_cycles")), misses
+    assert misses["dsp"] <= 0.20, misses  # +18% against the mean of three trainings (goal 15%)
+    lowest, highest = min(r.measured["dsp"] for r in reports), max(r.measured["dsp"] for r in reports)
+    assert lowest < total["dsp"] < highest

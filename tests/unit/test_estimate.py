@@ -2,7 +2,9 @@
 (multipliers, DSP tiles, BRAM, pixel loops) and the shape of its answers; the calibration's accuracy is pinned
 in test_calibration.py."""
 
+import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -173,3 +175,46 @@ def test_layers_from_a_design_line_are_those_hls4ml_converts(tmp_path, text, io_
     from_line = [tuple(getattr(s, k) for k in key) for s in shapes(text, io_type=io_type)
                  if s.class_name not in ("Reshape", "Transpose")]
     assert from_hls == from_line
+
+
+def test_signed_digits_are_the_non_adjacent_form():
+    from fpgaflow_converter.estimate import complex_weights, signed_digits
+
+    codes = np.array([0, 1, 2, 3, 5, 7, 11, 1023, -7, 0b1010101])
+    assert signed_digits(codes).tolist() == [0, 1, 1, 2, 2, 2, 3, 2, 2, 4]  # 11 = 16 - 4 - 1, 1023 = 1024 - 1
+    # ap_fixed<16,6> codes are w * 1024: 0.5 and 0.75 (= 1 - 1/4) are shifts and adds, 0.6416015625 is not
+    assert complex_weights(np.array([0.5, 0.75, -0.25, 0.6416015625]), 16, 6) == 1
+
+
+def test_constant_weights_that_are_shifts_and_adds_use_no_dsp_until_they_are_reused():
+    simple = replace(dense(), complex_weights=0)
+    assert estimate_layer(simple, 5.0)["dsp"] == 0 and estimate_layer(simple, 5.0)["lut"] > 0
+    assert estimate_layer(replace(simple, reuse_factor=2), 5.0)["dsp"] > 0, "a reused multiplier's weight varies"
+    every = replace(dense(), complex_weights=16 * 64)
+    assert estimate_layer(every, 5.0)["dsp"] > estimate_layer(dense(), 5.0)["dsp"], "unknown: a trained model's share"
+
+
+def test_fpgaflow_estimate_reads_a_keras_file_and_its_weights(tmp_path, capsys):
+    pytest.importorskip("keras")
+    from fpgaflow.cli import main
+
+    model = keras_model(JET_TAGGER, "tagger")
+    weights = model.get_weights()
+    weights[0][:] = 0.5  # the first layer's 1,024 weights: one signed digit each
+    model.set_weights(weights)
+    model.save(tmp_path / "tagger.keras")
+    assert main(["estimate", str(tmp_path / "tagger.keras"), "--precision", "ap_fixed<16,6>", "ap_fixed<8,3>",
+                 "--reuse", "1", "4", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["precision"], r["reuse_factor"]) for r in rows] == [
+        ("ap_fixed<16,6>", 1), ("ap_fixed<16,6>", 4), ("ap_fixed<8,3>", 1), ("ap_fixed<8,3>", 4)]
+    assert rows[0]["dsp"] > rows[1]["dsp"] > 0
+    assert rows[2]["dsp"] < 0.05 * rows[0]["dsp"], "8-bit products are built in LUTs (the softmax keeps its DSPs)"
+    assert rows[0]["latency_cycles"] < rows[1]["latency_cycles"]
+    trained_share = estimate(shapes(JET_TAGGER), 5.0)["total"]["dsp"]
+    assert rows[0]["dsp"] < trained_share, "the first layer's weights are all shifts: no DSP for its products"
+    assert main(["estimate", str(tmp_path / "tagger.keras"), "--reuse", "2"]) == 0
+    printed = " ".join(capsys.readouterr().out.split())  # the title wraps at the terminal width
+    assert "mean error on held-out synthesis reports" in printed and "ap_fixed<16,6>" in printed
+    assert main(["estimate", str(tmp_path / "tagger.h5")]) != 0
+    assert "expected a Keras v3 .keras file" in capsys.readouterr().err

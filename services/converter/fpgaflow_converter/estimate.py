@@ -31,6 +31,13 @@ DSP_B_BITS = 18
 # still uses DSPs for most, Vitis HLS for few); NARROW: both at most 8 bits or one at most 4, built in LUTs.
 WIDE_BITS = 9
 NARROW_BITS = 4
+# A product by a constant weight (reuse factor 1: the weights are literals in the firmware) whose non-adjacent form
+# has at most two nonzero signed digits is a shift and an add, which the HLS tools build in LUTs; the others get a
+# DSP. Where the weights are not known (a calibration row of a trained model), this share of the nonzero weights
+# is taken to be "complex": the share measured on the demo's trained jet tagger at ap_fixed<16,6> (2,393 of 3,941;
+# lecun_uniform random weights give 0.94, which hls4ml's synthesized test layers match: 56-63 DSPs of 64).
+COMPLEX_DIGITS = 3
+TRAINED_COMPLEX_SHARE = 0.61
 # BRAM18 aspect ratios (depth, width) in simple dual port mode (UG573).
 BRAM18_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36))
 BRAM18_PORTS = 2
@@ -51,10 +58,10 @@ QUANTITIES = ("dsp", "lut", "ff", "latency_cycles")
 # The features of each quantity, in the order of a backend's fitted constants (calibration/__init__.py).
 FEATURES = {
     "dsp": ("wide_products_rf1", "wide_products_reused", "mixed_products", "table_products"),
-    "lut": ("lut_product_bits", "adder_bits", "reused_weight_bits", "elementwise_bits", "table_bits", "dividers",
-            "layers"),
-    "ff": ("product_register_bits", "accumulator_bits", "reused_weight_bits", "elementwise_bits", "dividers",
-           "layers"),
+    "lut": ("lut_product_bits", "shift_add_bits", "adder_bits", "reused_weight_bits", "elementwise_bits",
+            "comparator_bits", "table_bits", "dividers", "layers"),
+    "ff": ("input_bits", "product_register_bits", "accumulator_bits", "reused_weight_bits", "elementwise_bits",
+           "dividers", "layers"),
     "latency_cycles": ("mac_layers", "adder_levels", "loop_cycles", "other_layers"),
 }
 
@@ -97,6 +104,8 @@ class LayerShape:
     trips: int = 1
     products: int = 0
     parallelization: int = 1
+    complex_weights: int = -1  # nonzero weights of COMPLEX_DIGITS or more signed digits; -1: not known
+    in_elements: int = 0  # the layer's whole input (0: n_in)
 
 
 def parse_precision(text: str) -> tuple[int, int, bool]:
@@ -140,7 +149,7 @@ def _mac_shape(layer, cls: str, common: dict, io_type: str) -> LayerShape:
     bias = layer.weights.get("bias")
     bw, bi, _ = _precision_of(bias.type.precision) if bias is not None else (0, 0, True)
     aw, ai, _ = _type_precision(layer, "accum_t") or (common["result_width"], common["result_integer"], True)
-    zeros = zero_weights(weight.data, ww, wi)
+    zeros, complex_ = zero_weights(weight.data, ww, wi), complex_weights(weight.data, ww, wi)
     if cls == "Dense":
         n_in, n_out, pixels, trips, products = int(layer.get_attr("n_in")), int(layer.get_attr("n_out")), 1, 1, 0
     else:
@@ -154,18 +163,47 @@ def _mac_shape(layer, cls: str, common: dict, io_type: str) -> LayerShape:
                  else int(layer.get_attr("n_partitions") or pixels))
     return LayerShape(**{**common, "n_in": n_in, "n_out": n_out}, weight_width=ww, weight_integer=wi,
                       weight_signed=wsigned, bias_width=bw, bias_integer=bi, accum_width=aw, accum_integer=ai,
-                      strategy=_strategy(layer), n_zero_weights=zeros, n_pixels=pixels, trips=trips, products=products,
+                      strategy=_strategy(layer), n_zero_weights=zeros, complex_weights=complex_, n_pixels=pixels, trips=trips, products=products,
                       parallelization=int(layer.get_attr("parallelization_factor") or 1))
 
 
-def zero_weights(weights, width: int, integer: int) -> int:
-    """Weights that are zero once cast to ap_fixed<width, integer> (truncation toward minus infinity, ap_fixed's
-    default): the synthesis tool drops their products."""
+def _codes(weights, width: int, integer: int):
+    """The integer codes of weights cast to ap_fixed<width, integer> (truncation toward minus infinity, ap_fixed's
+    default; saturation is ignored)."""
     import numpy as np
 
-    step = 2.0 ** (integer - width)
-    data = np.asarray(weights, dtype=float)
-    return int(((data >= 0) & (data < step)).sum())
+    return np.floor(np.asarray(weights, dtype=float) * 2.0 ** (width - integer)).astype(np.int64)
+
+
+def zero_weights(weights, width: int, integer: int) -> int:
+    """Weights that are zero once cast to ap_fixed<width, integer>: the synthesis tool drops their products."""
+    return int((_codes(weights, width, integer) == 0).sum())
+
+
+def signed_digits(codes):
+    """Nonzero digits of each integer's non-adjacent form (its fewest signed binary digits)."""
+    import numpy as np
+
+    x = np.abs(np.asarray(codes, dtype=np.int64))
+    half = x >> 1
+    three_halves = x + half
+    changed = half ^ three_halves
+    return _popcount(three_halves & changed) + _popcount(half & changed)
+
+
+def _popcount(x):
+    import numpy as np
+
+    count = np.zeros(x.shape, dtype=np.int64)
+    while np.any(x):
+        count += x & 1
+        x = x >> 1
+    return count
+
+
+def complex_weights(weights, width: int, integer: int) -> int:
+    """Weights whose product a synthesis tool gives a DSP at reuse factor 1: COMPLEX_DIGITS or more signed digits."""
+    return int((signed_digits(_codes(weights, width, integer)) >= COMPLEX_DIGITS).sum())
 
 
 def layers_from_hls_model(hls_model) -> list[LayerShape]:
@@ -184,7 +222,8 @@ def layers_from_hls_model(hls_model) -> list[LayerShape]:
         n_in = int(layer.get_attr("n_in") or (math.prod(inp.shape) if inp is not None else n_out))
         common = dict(name=layer.name, class_name=cls, n_in=n_in, n_out=n_out, input_width=iw, input_integer=ii,
                       input_signed=isigned, result_width=rw, result_integer=ri,
-                      reuse_factor=int(layer.get_attr("reuse_factor") or 1))
+                      reuse_factor=int(layer.get_attr("reuse_factor") or 1),
+                      in_elements=int(math.prod(inp.shape)) if inp is not None else n_in)
         pixels = {"n_pixels": int(math.prod(out.shape[:-1]))} if len(out.shape) > 1 else {}
         if cls in MAC_CLASSES:
             shapes.append(_mac_shape(layer, cls, common, io_type))
@@ -206,9 +245,9 @@ def layers_from_hls_model(hls_model) -> list[LayerShape]:
             if cls.startswith("Global"):
                 window = max(1, math.prod(inp.shape) // channels) if inp is not None else 1
             padded = any(int(layer.get_attr(f"pad_{side}") or 0) for side in ("top", "bottom", "left", "right"))
-            average_same = str(layer.get_attr("pool_op") or "").lower() == "average" and padded
+            average = str(layer.get_attr("pool_op") or "").lower() == "average"
             shapes.append(LayerShape(**{**common, "n_in": window * channels, "n_out": channels}, n_pixels=pixels,
-                                     activation="average_same" if average_same else "",
+                                     activation=("average_same" if padded else "average") if average else "max",
                                      trips=pixels if io_type == "io_parallel" else
                                      max(1, (math.prod(inp.shape) // channels) if inp is not None else pixels)))
         else:
@@ -280,6 +319,9 @@ def structure(shape: LayerShape, io_type: str) -> dict:
         used = per_pixel if resource else nonzero
         pf = max(1, shape.parallelization)
         multipliers = math.ceil(used / rf) * pf
+        # at RF 1 the weights are constants and a simple one is a shift and an add (COMPLEX_DIGITS)
+        known = shape.complex_weights if shape.complex_weights >= 0 else round(TRAINED_COMPLEX_SHARE * nonzero)
+        complex_ = min(known, used) * pf if rf == 1 else multipliers
         accum = shape.accum_width or shape.weight_width + shape.input_width + _levels(shape.n_in)
         out.update(multipliers=multipliers, operands=operand_class(shape.weight_width, shape.input_width),
                    tiles=dsp_per_multiplier(shape.input_width, shape.weight_width, shape.input_signed,
@@ -289,9 +331,9 @@ def structure(shape: LayerShape, io_type: str) -> dict:
                    trips=max(1, math.ceil(shape.trips / pf)) if shape.n_pixels > 1 else 1,
                    depth_inputs=math.ceil(shape.n_in / rf) if not shape.products else math.ceil(shape.n_in / shape.n_out / rf),
                    nonzero_weights=nonzero, resource=resource, outputs=shape.n_out * pf,
+                   complex_multipliers=complex_, simple_multipliers=multipliers - complex_,
                    # a convolution's window is selected from its whole input (io_parallel) or its line buffer
-                   elementwise_bits=(shape.trips * shape.n_in // max(1, shape.n_pixels and 1)) * shape.input_width
-                   if shape.n_pixels > 1 else 0)
+                   elementwise_bits=shape.trips * shape.n_in * shape.input_width if shape.n_pixels > 1 else 0)
         if resource:
             # weights reshaped to RF words of block_factor x W bits (hls4ml's ARRAY_RESHAPE block factor)
             out["bram18"] = bram18_for(rf, math.ceil(per_pixel / rf) * shape.weight_width)
@@ -311,7 +353,9 @@ def structure(shape: LayerShape, io_type: str) -> dict:
     elif kind == "pool":
         # io_parallel pooling is unrolled (no loop); io_stream walks the input pixels. An average over a window
         # that 'same' padding cuts divides by a count that is not a power of two: a divider per output.
-        out.update(elementwise_bits=shape.n_in * shape.n_pixels * shape.input_width,
+        window_bits = shape.n_in * shape.n_pixels * shape.input_width
+        out.update(elementwise_bits=0 if shape.activation == "max" else window_bits,
+                   comparator_bits=window_bits if shape.activation == "max" else 0,
                    trips=shape.trips if io_type == "io_stream" else 1,
                    divider_bits=shape.n_out * shape.n_pixels * shape.result_width if shape.activation == "average_same"
                    else 0)
@@ -325,8 +369,9 @@ def structure(shape: LayerShape, io_type: str) -> dict:
     return out
 
 
-def features(shape: LayerShape, io_type: str, clock_period_ns: float) -> dict[str, dict[str, float]]:
-    """The layer's feature values, per quantity (FEATURES' names): what each fitted constant multiplies."""
+def features(shape: LayerShape, io_type: str, clock_period_ns: float, first: bool = False) -> dict[str, dict[str, float]]:
+    """The layer's feature values, per quantity (FEATURES' names): what each fitted constant multiplies. The
+    design's ``first`` layer also pays for registering the design's input."""
     s = structure(shape, io_type)
     kind = s["kind"]
     values = {q: dict.fromkeys(FEATURES[q], 0.0) for q in QUANTITIES}
@@ -335,10 +380,13 @@ def features(shape: LayerShape, io_type: str, clock_period_ns: float) -> dict[st
     dsp, lut, ff, cyc = values["dsp"], values["lut"], values["ff"], values["latency_cycles"]
     stream = bool(s.get("stream"))
     lut["layers"] = ff["layers"] = 1.0
+    if first:
+        ff["input_bits"] = (shape.in_elements or shape.n_in) * shape.input_width
     if kind == "mac":
         m, rf = s["multipliers"], max(1, shape.reuse_factor)
         if s["operands"] == "wide":
-            dsp["wide_products_rf1" if rf == 1 else "wide_products_reused"] = m * s["tiles"]
+            dsp["wide_products_rf1" if rf == 1 else "wide_products_reused"] = s["complex_multipliers"] * s["tiles"]
+            lut["shift_add_bits"] = s["simple_multipliers"] * s["product_width"]
         elif s["operands"] == "mixed":
             dsp["mixed_products"] = m
         lut["lut_product_bits"] = m * shape.weight_width * shape.input_width / 16.0
@@ -357,6 +405,8 @@ def features(shape: LayerShape, io_type: str, clock_period_ns: float) -> dict[st
         lut["elementwise_bits"] = ff["elementwise_bits"] = s["elementwise_bits"]
         lut["dividers"] = ff["dividers"] = s.get("divider_bits", 0)
         lut["table_bits"] = s.get("table_bits", 0)
+        lut["comparator_bits"] = s.get("comparator_bits", 0)
+        ff["elementwise_bits"] += s.get("comparator_bits", 0)
         cyc["other_layers"] = 1.0 + (_levels(shape.n_in) if kind == "softmax" else 0)
         if s["trips"] > 1:
             cyc["loop_cycles"] = s["trips"]
@@ -372,7 +422,7 @@ def _constants(backend: str) -> dict:
 
 
 def estimate_layer(shape: LayerShape, clock_period_ns: float, io_type: str = "io_parallel",
-                   backend: str = "Vitis", constants: dict | None = None) -> dict:
+                   backend: str = "Vitis", constants: dict | None = None, first: bool = False) -> dict:
     """DSP, LUT, FF, BRAM18, latency (cycles, ns) and II (cycles, ns) of one layer, with the backend's fitted
     constants (``calibration.calibrated``)."""
     if io_type not in ("io_parallel", "io_stream"):
@@ -381,23 +431,30 @@ def estimate_layer(shape: LayerShape, clock_period_ns: float, io_type: str = "io
         raise StageError(f"no estimate for backend {backend!r}: calibrated for {', '.join(BACKENDS)}")
     theta = constants or _constants(backend)
     s = structure(shape, io_type)
-    values = features(shape, io_type, clock_period_ns)
+    values = features(shape, io_type, clock_period_ns, first)
     predicted = {q: sum(theta[q][name] * value for name, value in values[q].items()) for q in QUANTITIES}
     latency = predicted["latency_cycles"]
     ii = s["ii"] * (s["trips"] if s.get("stream") or s["trips"] > 1 else 1)
     modelled = s["kind"] != "unmodelled"
-    extra = {k: s[k] for k in ("multipliers", "operands", "nonzero_weights") if s["kind"] == "mac"}
+    extra = {k: s[k] for k in ("multipliers", "complex_multipliers", "operands", "nonzero_weights")
+             if s["kind"] == "mac"}
     return {"name": shape.name, "class_name": shape.class_name, "modelled": modelled,
             "dsp": round(predicted["dsp"]), "lut": round(predicted["lut"]), "ff": round(predicted["ff"]),
             "bram18": int(s["bram18"]), "latency_cycles": round(latency), "latency_ns": round(latency) * clock_period_ns,
             "ii_cycles": int(ii), "ii_ns": ii * clock_period_ns, **extra}
 
 
+def first_layer(shapes: list[LayerShape]) -> int:
+    """The index of the layer that reads the design's input (the first one with a cost)."""
+    return next((i for i, s in enumerate(shapes) if kind_of(s) not in ("free", "unmodelled")), 0)
+
+
 def design_features(shapes: list[LayerShape], io_type: str, clock_period_ns: float) -> dict[str, dict[str, float]]:
     """The design's features: each layer's, summed (what the calibration fits the constants on)."""
     total = {q: dict.fromkeys(FEATURES[q], 0.0) for q in QUANTITIES}
-    for shape in shapes:
-        for q, values in features(shape, io_type, clock_period_ns).items():
+    first = first_layer(shapes)
+    for index, shape in enumerate(shapes):
+        for q, values in features(shape, io_type, clock_period_ns, index == first).items():
             for name, value in values.items():
                 total[q][name] += value
     return total
@@ -410,7 +467,8 @@ def estimate(shapes: list[LayerShape], clock_period_ns: float, io_type: str = "i
     from fpgaflow_converter.calibration import calibrated
 
     theta = calibrated(backend)
-    layers = [estimate_layer(s, clock_period_ns, io_type, backend, theta) for s in shapes]
+    first = first_layer(shapes)
+    layers = [estimate_layer(s, clock_period_ns, io_type, backend, theta, i == first) for i, s in enumerate(shapes)]
     total = {key: sum(layer[key] for layer in layers) for key in ("dsp", "lut", "ff", "bram18", "latency_cycles")}
     total["latency_ns"] = total["latency_cycles"] * clock_period_ns
     total["ii_cycles"] = max((layer["ii_cycles"] for layer in layers), default=1)
@@ -464,11 +522,13 @@ class Settings:
     pruned: float = 0.0
 
 
-def shapes_from_nodes(nodes: list, settings: Settings, zeros: dict[str, int] | None = None) -> list[LayerShape]:
+def shapes_from_nodes(nodes: list, settings: Settings,
+                      weights: dict[str, tuple[int, int]] | None = None) -> list[LayerShape]:
     """The LayerShapes hls4ml's conversion of these layers (``calibration.designs.Node``) would give: a
     BatchNormalization after a Dense or a convolution folded into it, a separable convolution as its depthwise
-    and pointwise parts, io_stream's explicit zero padding before a 'same' convolution. ``zeros``: zero weights
-    by layer name, where known (else ``settings.pruned`` of each kernel)."""
+    and pointwise parts, io_stream's explicit zero padding before a 'same' convolution. ``weights``: (zero,
+    complex) weights by layer name, where known (else ``settings.pruned`` of each kernel is zero and
+    TRAINED_COMPLEX_SHARE of the rest complex)."""
     data = parse_precision(settings.precision)
     weight = parse_precision(settings.weight or settings.precision)
     act = parse_precision(settings.activation or settings.precision)
@@ -482,21 +542,25 @@ def shapes_from_nodes(nodes: list, settings: Settings, zeros: dict[str, int] | N
         nonlocal width, integer, signed
         shapes.append(LayerShape(name=name, class_name=cls, n_in=n_in, n_out=n_out, input_width=width,
                                  input_integer=integer, input_signed=signed, result_width=result[0],
-                                 result_integer=result[1], **kw))
+                                 result_integer=result[1], in_elements=kw.pop("in_elements", current), **kw))
         width, integer, signed = result
 
     def mac(name, cls, node, n_in, n_out, products, in_pixels) -> None:
         pixels = math.prod(node.out_shape[:-1]) if cls != "Dense" else 1
         per_pixel = products or n_in * n_out
+        known = (weights or {}).get(name)
         add(name, cls, n_in, n_out, data, weight_width=weight[0], weight_integer=weight[1],
             weight_signed=weight[2], bias_width=weight[0], bias_integer=weight[1], accum_width=accum[0],
             accum_integer=accum[1], reuse_factor=max(1, min(settings.reuse_factor, per_pixel)), strategy=strategy,
-            n_zero_weights=(zeros or {}).get(node.name, round(settings.pruned * per_pixel)), n_pixels=pixels,
+            n_zero_weights=known[0] if known else round(settings.pruned * per_pixel),
+            complex_weights=known[1] if known else -1, n_pixels=pixels,
             trips=(in_pixels if stream else pixels) if cls != "Dense" else 1, products=products)
 
     previous = None
+    current = 0
     for node in nodes[1:]:
         kind, name = node.kind, node.name
+        current = math.prod(node.in_shape)
         channels = node.in_shape[-1]
         if kind == "bn" and previous in _MAC_NODES.values():
             continue  # folded into the layer before, as hls4ml does
@@ -527,7 +591,7 @@ def shapes_from_nodes(nodes: list, settings: Settings, zeros: dict[str, int] | N
                     n % node.kernel for n in node.in_shape[:-1])
                 add(name, cls, window * channels, channels, data, n_pixels=pixels,
                     trips=math.prod(node.in_shape[:-1]) if stream else pixels,
-                    activation="average_same" if divides else "")
+                    activation="average_same" if divides else "average" if kind.startswith(("avg", "gavg")) else "max")
             else:
                 n = math.prod(node.out_shape)
                 add(name, cls, n, n, (width, integer, signed) if cls in FREE_CLASSES | {"ZeroPadding1D",

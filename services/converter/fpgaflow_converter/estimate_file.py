@@ -1,6 +1,6 @@
 """`fpgaflow estimate FILE.keras`: the estimate of a Keras model file over a grid of precisions and reuse factors,
 without hls4ml, TensorFlow or training: the layers come from the file's ``config.json``, the zero weights
-from its ``model.weights.h5`` (cast to each precision)."""
+and the weights a DSP multiplies from its ``model.weights.h5`` (cast to each precision)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,16 @@ import zipfile
 from pathlib import Path
 
 from fpgaflow.errors import StageError
-from fpgaflow_converter.calibration.designs import CONV_KINDS, DesignError, Node, nodes_from_keras_config
-from fpgaflow_converter.estimate import Settings, estimate, parse_precision, shapes_from_nodes, zero_weights
+from fpgaflow_converter.calibration import designs
+from fpgaflow_converter.calibration.designs import DesignError, Node, nodes_from_keras_config
+from fpgaflow_converter.estimate import (
+    Settings,
+    complex_weights,
+    estimate,
+    parse_precision,
+    shapes_from_nodes,
+    zero_weights,
+)
 
 COLUMNS = ("precision", "reuse_factor", "dsp", "lut", "ff", "bram18", "latency_cycles", "latency_ns", "ii_cycles")
 
@@ -40,32 +48,17 @@ def read_keras_file(path: Path) -> tuple[list[Node], list]:
     return nodes, kernels
 
 
-def kernel_sizes(nodes: list[Node]) -> dict[str, int]:
-    """Weights of each multiplying layer's kernel, by name."""
-    sizes = {}
-    for node in nodes:
-        channels = node.in_shape[-1]
-        area = node.kernel ** node.dims if node.kind in CONV_KINDS else 1
-        if node.kind == "dense":
-            sizes[node.name] = node.in_shape[0] * node.filters
-        elif node.kind.startswith("dw"):
-            sizes[node.name] = area * channels
-        elif node.kind in CONV_KINDS and not node.kind.startswith("sep"):
-            sizes[node.name] = area * channels * node.filters
-    return sizes
-
-
-def zeros_by_layer(nodes: list[Node], kernels: list, precision: str) -> dict[str, int]:
-    """Each multiplying layer's weights that are zero at ``precision``, its kernel found by size in file order."""
+def weights_by_layer(nodes: list[Node], kernels: list, precision: str) -> dict[str, tuple[int, int]]:
+    """(zero, complex) weights of each multiplying layer at ``precision``, its kernel found by size in file order."""
     width, integer, _ = parse_precision(precision)
     free = list(kernels)
-    zeros = {}
-    for name, size in kernel_sizes(nodes).items():
+    found = {}
+    for name, (size, _, _) in designs.kernels(nodes).items():
         match = next((k for k in free if k.size == size), None)
         if match is not None:
             free.remove(match)
-            zeros[name] = zero_weights(match, width, integer)
-    return zeros
+            found[name] = (zero_weights(match, width, integer), complex_weights(match, width, integer))
+    return found
 
 
 def grid(nodes: list[Node], kernels: list, precisions: list[str], reuse_factors: list[int], *, strategy: str,
@@ -73,10 +66,10 @@ def grid(nodes: list[Node], kernels: list, precisions: list[str], reuse_factors:
     """One row per (precision, reuse factor): the totals and their uncertainty."""
     rows = []
     for precision in precisions:
-        zeros = zeros_by_layer(nodes, kernels, precision)
+        known = weights_by_layer(nodes, kernels, precision)
         for rf in reuse_factors:
             settings = Settings(precision=precision, reuse_factor=rf, strategy=strategy, io_type=io_type)
-            est = estimate(shapes_from_nodes(nodes, settings, zeros), clock_period_ns, io_type, backend)
+            est = estimate(shapes_from_nodes(nodes, settings, known), clock_period_ns, io_type, backend)
             rows.append({"precision": precision, "reuse_factor": rf,
                          **{k: est["total"][k] for k in COLUMNS[2:]}, "uncertainty": est["total"]["uncertainty"],
                          "model": est["model"]})

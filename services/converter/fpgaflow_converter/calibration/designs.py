@@ -170,6 +170,22 @@ def describe(nodes: list[Node]) -> str:
     return " ".join(words)
 
 
+def kernels(nodes: list[Node]) -> dict[str, tuple[int, int, int]]:
+    """(size, fan in, fan out) of each multiplying layer's kernel, by name, as Keras counts them (a separable
+    convolution's two kernels are not listed)."""
+    out = {}
+    for node in nodes:
+        channels = node.in_shape[-1]
+        area = node.kernel ** node.dims if node.kind in CONV_KINDS else 1
+        if node.kind == "dense":
+            out[node.name] = (node.in_shape[0] * node.filters, node.in_shape[0], node.filters)
+        elif node.kind.startswith("dw"):
+            out[node.name] = (area * channels, area, area)
+        elif node.kind in CONV_KINDS and not node.kind.startswith("sep"):
+            out[node.name] = (area * channels * node.filters, area * channels, area * node.filters)
+    return out
+
+
 # ---- from a Keras model's config ---------------------------------------------------------------------------
 
 _KERAS_ACTIVATIONS = {"relu": "relu", "leaky_relu": "leaky_relu", "elu": "elu", "selu": "selu",
