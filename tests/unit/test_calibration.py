@@ -18,7 +18,8 @@ from fpgaflow_converter.calibration import (
     read_rows,
 )
 from fpgaflow_converter.calibration.designs import parse
-from fpgaflow_converter.estimate import BACKENDS, QUANTITIES, Settings, estimate, shapes_from_nodes
+from fpgaflow_converter.estimate import BACKENDS, QUANTITIES, estimate
+from fpgaflow_converter.layershapes import Settings, shapes_from_nodes
 
 # The mean relative error on held-out rows, as measured when the model was last changed (never raise these
 # to make a change pass; lower them when a change improves the model).

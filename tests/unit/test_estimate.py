@@ -18,17 +18,19 @@ from fpgaflow_converter.calibration.designs import (
     parse,
 )
 from fpgaflow_converter.estimate import (
-    LayerShape,
-    Settings,
     bram18_for,
     dsp_per_multiplier,
     estimate,
     estimate_layer,
-    layers_from_hls_model,
     operand_class,
+    structure,
+)
+from fpgaflow_converter.layershapes import (
+    LayerShape,
+    Settings,
+    layers_from_hls_model,
     parse_precision,
     shapes_from_nodes,
-    structure,
     zero_weights,
 )
 
@@ -178,7 +180,7 @@ def test_layers_from_a_design_line_are_those_hls4ml_converts(tmp_path, text, io_
 
 
 def test_signed_digits_are_the_non_adjacent_form():
-    from fpgaflow_converter.estimate import complex_weights, signed_digits
+    from fpgaflow_converter.layershapes import complex_weights, signed_digits
 
     codes = np.array([0, 1, 2, 3, 5, 7, 11, 1023, -7, 0b1010101])
     assert signed_digits(codes).tolist() == [0, 1, 1, 2, 2, 2, 3, 2, 2, 4]  # 11 = 16 - 4 - 1, 1023 = 1024 - 1

@@ -3,7 +3,8 @@
 import pytest
 
 from fpgaflow.emulation.timing import device_seconds, device_timing
-from fpgaflow_converter.estimate import LayerShape, estimate
+from fpgaflow_converter.estimate import estimate
+from fpgaflow_converter.layershapes import LayerShape
 
 
 def test_the_device_timing_is_the_estimates_latency_and_ii():

@@ -24,7 +24,7 @@ from fpgaflow.trial import EVALUATION_SAMPLES, RETRAINED, TRAINSET, TrialDir, re
 from fpgaflow_converter import export, trace
 from fpgaflow_converter.config import hls_config
 from fpgaflow_converter.estimate import estimate as estimate_resources
-from fpgaflow_converter.estimate import layers_from_hls_model
+from fpgaflow_converter.layershapes import layers_from_hls_model
 from fpgaflow_converter.retrain import head_layers, retrain_head
 
 if TYPE_CHECKING:

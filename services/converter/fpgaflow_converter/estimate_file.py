@@ -12,10 +12,10 @@ from pathlib import Path
 from fpgaflow.errors import StageError
 from fpgaflow_converter.calibration import designs
 from fpgaflow_converter.calibration.designs import DesignError, Node, nodes_from_keras_config
-from fpgaflow_converter.estimate import (
+from fpgaflow_converter.estimate import estimate
+from fpgaflow_converter.layershapes import (
     Settings,
     complex_weights,
-    estimate,
     parse_precision,
     shapes_from_nodes,
     zero_weights,

@@ -24,13 +24,10 @@ from scipy.optimize import nnls
 
 from fpgaflow.errors import StageError
 from fpgaflow_converter.calibration.designs import kernels, parse
-from fpgaflow_converter.estimate import (
-    BACKENDS,
-    FEATURES,
-    QUANTITIES,
+from fpgaflow_converter.estimate import BACKENDS, FEATURES, QUANTITIES, design_features
+from fpgaflow_converter.layershapes import (
     Settings,
     complex_weights,
-    design_features,
     parse_precision,
     shapes_from_nodes,
     zero_weights,
