@@ -26,7 +26,8 @@ def cmd_estimate(args) -> int:
 
     nodes, kernels = read_keras_file(Path(args.model))
     rows = grid(nodes, kernels, args.precision, args.reuse, strategy=args.strategy, io_type=args.io_type,
-                backend=args.backend, clock_period_ns=args.clock)
+                backend=args.backend, clock_period_ns=args.clock,
+                accumulator="exact" if args.accumulator == "exact" else args.accumulator)
     if args.json:
         json.dump(rows, sys.stdout, indent=1)
         print()
@@ -61,5 +62,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--io-type", choices=("io_parallel", "io_stream"), default="io_parallel")
     p.add_argument("--backend", choices=("Vitis", "Vivado"), default="Vitis")
     p.add_argument("--clock", type=float, default=5.0, help="clock period in ns")
+    p.add_argument("--accumulator", default="exact",
+                   help="accumulator type: 'exact' (as fpgaflow's convert stage: every sum fits) or a type such as "
+                        "'ap_fixed<16,6>' (hls4ml's 'model' granularity uses the precision)")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
     p.set_defaults(fn=cmd_estimate)

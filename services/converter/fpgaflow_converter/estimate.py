@@ -127,8 +127,10 @@ def structure(shape: LayerShape, io_type: str) -> dict:
         known = shape.complex_weights if shape.complex_weights >= 0 else round(TRAINED_COMPLEX_SHARE * nonzero)
         complex_ = min(known, used) * pf if rf == 1 else multipliers
         accum = shape.accum_width or shape.weight_width + shape.input_width + _levels(shape.n_in)
+        # a constant weight (RF 1) is only as wide as its largest value
+        weight_bits = shape.weight_bits_used if rf == 1 and shape.weight_bits_used else shape.weight_width
         out.update(multipliers=multipliers, operands=operand_class(shape.weight_width, shape.input_width),
-                   tiles=dsp_per_multiplier(shape.input_width, shape.weight_width, shape.input_signed,
+                   tiles=dsp_per_multiplier(shape.input_width, weight_bits, shape.input_signed,
                                             shape.weight_signed),
                    adders=math.ceil(max(used, shape.n_out) / rf) * pf, accum_width=accum,
                    product_width=min(shape.weight_width + shape.input_width, accum), ii=rf,
@@ -136,8 +138,10 @@ def structure(shape: LayerShape, io_type: str) -> dict:
                    depth_inputs=math.ceil(shape.n_in / rf) if not shape.products else math.ceil(shape.n_in / shape.n_out / rf),
                    nonzero_weights=nonzero, resource=resource, outputs=shape.n_out * pf,
                    complex_multipliers=complex_, simple_multipliers=multipliers - complex_,
-                   # a convolution's window is selected from its whole input (io_parallel) or its line buffer
-                   elementwise_bits=shape.trips * shape.n_in * shape.input_width if shape.n_pixels > 1 else 0)
+                   # a convolution's window: io_parallel selects it from the whole input for each of its trips,
+                   # io_stream shifts it out of a line buffer (one window of registers)
+                   elementwise_bits=(shape.n_in if io_type == "io_stream" else shape.trips * shape.n_in)
+                   * shape.input_width if shape.n_pixels > 1 else 0)
         if resource:
             # weights reshaped to RF words of block_factor x W bits (hls4ml's ARRAY_RESHAPE block factor)
             out["bram18"] = bram18_for(rf, math.ceil(per_pixel / rf) * shape.weight_width)
@@ -184,7 +188,7 @@ def features(shape: LayerShape, io_type: str, clock_period_ns: float, first: boo
     dsp, lut, ff, cyc = values["dsp"], values["lut"], values["ff"], values["latency_cycles"]
     stream = bool(s.get("stream"))
     lut["layers"] = ff["layers"] = 1.0
-    if first:
+    if first and not stream:  # io_parallel registers the design's whole input; a stream passes it through
         ff["input_bits"] = (shape.in_elements or shape.n_in) * shape.input_width
     if kind == "mac":
         m, rf = s["multipliers"], max(1, shape.reuse_factor)

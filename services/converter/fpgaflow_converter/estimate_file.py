@@ -15,10 +15,10 @@ from fpgaflow_converter.calibration.designs import DesignError, Node, nodes_from
 from fpgaflow_converter.estimate import estimate
 from fpgaflow_converter.layershapes import (
     Settings,
-    complex_weights,
+    WeightFacts,
     parse_precision,
     shapes_from_nodes,
-    zero_weights,
+    weight_facts,
 )
 
 COLUMNS = ("precision", "reuse_factor", "dsp", "lut", "ff", "bram18", "latency_cycles", "latency_ns", "ii_cycles")
@@ -48,8 +48,8 @@ def read_keras_file(path: Path) -> tuple[list[Node], list]:
     return nodes, kernels
 
 
-def weights_by_layer(nodes: list[Node], kernels: list, precision: str) -> dict[str, tuple[int, int]]:
-    """(zero, complex) weights of each multiplying layer at ``precision``, its kernel found by size in file order."""
+def weights_by_layer(nodes: list[Node], kernels: list, precision: str) -> dict[str, WeightFacts]:
+    """Each multiplying layer's WeightFacts at ``precision``, its kernel found by size in file order."""
     width, integer, _ = parse_precision(precision)
     free = list(kernels)
     found = {}
@@ -57,18 +57,20 @@ def weights_by_layer(nodes: list[Node], kernels: list, precision: str) -> dict[s
         match = next((k for k in free if k.size == size), None)
         if match is not None:
             free.remove(match)
-            found[name] = (zero_weights(match, width, integer), complex_weights(match, width, integer))
+            found[name] = weight_facts(match, width, integer)
     return found
 
 
 def grid(nodes: list[Node], kernels: list, precisions: list[str], reuse_factors: list[int], *, strategy: str,
-         io_type: str, backend: str, clock_period_ns: float) -> list[dict]:
-    """One row per (precision, reuse factor): the totals and their uncertainty."""
+         io_type: str, backend: str, clock_period_ns: float, accumulator: str = "exact") -> list[dict]:
+    """One row per (precision, reuse factor): the totals and their uncertainty. ``accumulator``: "exact" (what
+    fpgaflow's convert stage builds: hls4ml's 'auto' accumulators) or a type (e.g. the precision itself)."""
     rows = []
     for precision in precisions:
         known = weights_by_layer(nodes, kernels, precision)
         for rf in reuse_factors:
-            settings = Settings(precision=precision, reuse_factor=rf, strategy=strategy, io_type=io_type)
+            settings = Settings(precision=precision, reuse_factor=rf, strategy=strategy, io_type=io_type,
+                                accum=accumulator)
             est = estimate(shapes_from_nodes(nodes, settings, known), clock_period_ns, io_type, backend)
             rows.append({"precision": precision, "reuse_factor": rf,
                          **{k: est["total"][k] for k in COLUMNS[2:]}, "uncertainty": est["total"]["uncertainty"],

@@ -13,10 +13,10 @@ from fpgaflow.errors import StageError
 # A product by a constant weight (reuse factor 1: the weights are literals in the firmware) whose non-adjacent form
 # has at most two nonzero signed digits is a shift and an add, which the HLS tools build in LUTs; the others get a
 # DSP. Where the weights are not known (a calibration row of a trained model), this share of the nonzero weights
-# is taken to be "complex": the share measured on the demo's trained jet tagger at ap_fixed<16,6> (2,393 of 3,941;
+# is taken to be "complex": the share measured on the demo's trained jet tagger at ap_fixed<16,6> (2,583 of 3,962, 2026-11-29;
 # lecun_uniform random weights give 0.94, which hls4ml's synthesized test layers match: 56-63 DSPs of 64).
 COMPLEX_DIGITS = 3
-TRAINED_COMPLEX_SHARE = 0.61
+TRAINED_COMPLEX_SHARE = 0.65
 TABLE_ACTIVATIONS = {"sigmoid", "tanh", "softsign", "softplus", "elu", "selu", "hard_tanh", "gelu"}
 FREE_CLASSES = {"Input", "InputLayer", "Flatten", "Reshape", "Transpose", "Dropout"}
 ACTIVATION_CLASSES = {"Activation", "ParametrizedActivation", "LeakyReLU", "ReLU", "ThresholdedReLU", "PReLU",
@@ -68,6 +68,7 @@ class LayerShape:
     parallelization: int = 1
     complex_weights: int = -1  # nonzero weights of COMPLEX_DIGITS or more signed digits; -1: not known
     in_elements: int = 0  # the layer's whole input (0: n_in)
+    weight_bits_used: int = 0  # the widest weight's significant bits with its sign (0: the weight type's width)
 
 
 def parse_precision(text: str) -> tuple[int, int, bool]:
@@ -111,7 +112,7 @@ def _mac_shape(layer, cls: str, common: dict, io_type: str) -> LayerShape:
     bias = layer.weights.get("bias")
     bw, bi, _ = _precision_of(bias.type.precision) if bias is not None else (0, 0, True)
     aw, ai, _ = _type_precision(layer, "accum_t") or (common["result_width"], common["result_integer"], True)
-    zeros, complex_ = zero_weights(weight.data, ww, wi), complex_weights(weight.data, ww, wi)
+    facts = weight_facts(weight.data, ww, wi)
     if cls == "Dense":
         n_in, n_out, pixels, trips, products = int(layer.get_attr("n_in")), int(layer.get_attr("n_out")), 1, 1, 0
     else:
@@ -125,7 +126,7 @@ def _mac_shape(layer, cls: str, common: dict, io_type: str) -> LayerShape:
                  else int(layer.get_attr("n_partitions") or pixels))
     return LayerShape(**{**common, "n_in": n_in, "n_out": n_out}, weight_width=ww, weight_integer=wi,
                       weight_signed=wsigned, bias_width=bw, bias_integer=bi, accum_width=aw, accum_integer=ai,
-                      strategy=_strategy(layer), n_zero_weights=zeros, complex_weights=complex_, n_pixels=pixels, trips=trips, products=products,
+                      strategy=_strategy(layer), n_zero_weights=facts.zeros, complex_weights=facts.complex, weight_bits_used=facts.bits_used, n_pixels=pixels, trips=trips, products=products,
                       parallelization=int(layer.get_attr("parallelization_factor") or 1))
 
 
@@ -166,6 +167,23 @@ def _popcount(x):
 def complex_weights(weights, width: int, integer: int) -> int:
     """Weights whose product a synthesis tool gives a DSP at reuse factor 1: COMPLEX_DIGITS or more signed digits."""
     return int((signed_digits(_codes(weights, width, integer)) >= COMPLEX_DIGITS).sum())
+
+
+@dataclass(frozen=True)
+class WeightFacts:
+    """What the estimate needs of a kernel's values at its type: zero weights (no product), complex ones (a DSP
+    at reuse factor 1) and the bits the widest needs (a constant operand is no wider than its value)."""
+
+    zeros: int
+    complex: int
+    bits_used: int
+
+
+def weight_facts(weights, width: int, integer: int) -> WeightFacts:
+    codes = _codes(weights, width, integer)
+    widest = int(abs(codes).max()) if codes.size else 0
+    return WeightFacts(int((codes == 0).sum()), int((signed_digits(codes) >= COMPLEX_DIGITS).sum()),
+                       min(width, widest.bit_length() + 1))
 
 
 def layers_from_hls_model(hls_model) -> list[LayerShape]:
@@ -237,7 +255,7 @@ class Settings:
     weight: str = ""
     activation: str = ""
     input: str = ""
-    accum: str = ""
+    accum: str = ""  # "": the default precision (hls4ml's 'model' granularity); "exact": wide enough for every sum
     reuse_factor: int = 1
     strategy: str = "Latency"
     io_type: str = "io_parallel"
@@ -245,16 +263,17 @@ class Settings:
 
 
 def shapes_from_nodes(nodes: list, settings: Settings,
-                      weights: dict[str, tuple[int, int]] | None = None) -> list[LayerShape]:
+                      weights: dict[str, WeightFacts] | None = None) -> list[LayerShape]:
     """The LayerShapes hls4ml's conversion of these layers (``calibration.designs.Node``) would give: a
     BatchNormalization after a Dense or a convolution folded into it, a separable convolution as its depthwise
-    and pointwise parts, io_stream's explicit zero padding before a 'same' convolution. ``weights``: (zero,
-    complex) weights by layer name, where known (else ``settings.pruned`` of each kernel is zero and
+    and pointwise parts, io_stream's explicit zero padding before a 'same' convolution. ``weights``: each
+    layer's WeightFacts by name, where known (else ``settings.pruned`` of each kernel is zero and
     TRAINED_COMPLEX_SHARE of the rest complex)."""
     data = parse_precision(settings.precision)
     weight = parse_precision(settings.weight or settings.precision)
     act = parse_precision(settings.activation or settings.precision)
-    accum = parse_precision(settings.accum or settings.precision)
+    exact = settings.accum == "exact"
+    accum = (0, 0, True) if exact else parse_precision(settings.accum or settings.precision)
     stream = settings.io_type == "io_stream"
     strategy = "resource" if settings.strategy.lower().startswith("resource") else settings.strategy.lower()
     width, integer, signed = parse_precision(settings.input or settings.precision)
@@ -272,10 +291,14 @@ def shapes_from_nodes(nodes: list, settings: Settings,
         per_pixel = products or n_in * n_out
         known = (weights or {}).get(name)
         add(name, cls, n_in, n_out, data, weight_width=weight[0], weight_integer=weight[1],
-            weight_signed=weight[2], bias_width=weight[0], bias_integer=weight[1], accum_width=accum[0],
-            accum_integer=accum[1], reuse_factor=max(1, min(settings.reuse_factor, per_pixel)), strategy=strategy,
-            n_zero_weights=known[0] if known else round(settings.pruned * per_pixel),
-            complex_weights=known[1] if known else -1, n_pixels=pixels,
+            weight_signed=weight[2], bias_width=weight[0], bias_integer=weight[1],
+            # exact: hls4ml's 'auto' accumulator, the product's bits plus one per adder level and one for the bias
+            accum_width=width + weight[0] + math.ceil(math.log2(max(2, n_in))) + 1 if exact else accum[0],
+            accum_integer=integer + weight[1] + math.ceil(math.log2(max(2, n_in))) + 1 if exact else accum[1],
+            reuse_factor=max(1, min(settings.reuse_factor, per_pixel)), strategy=strategy,
+            n_zero_weights=known.zeros if known else round(settings.pruned * per_pixel),
+            complex_weights=known.complex if known else -1, weight_bits_used=known.bits_used if known else 0,
+            n_pixels=pixels,
             trips=(in_pixels if stream else pixels) if cls != "Dense" else 1, products=products)
 
     previous = None

@@ -27,10 +27,10 @@ from fpgaflow_converter.calibration.designs import kernels, parse
 from fpgaflow_converter.estimate import BACKENDS, FEATURES, QUANTITIES, design_features
 from fpgaflow_converter.layershapes import (
     Settings,
-    complex_weights,
+    WeightFacts,
     parse_precision,
     shapes_from_nodes,
-    zero_weights,
+    weight_facts,
 )
 
 TABLE = Path(__file__).with_name("reports.csv")
@@ -88,16 +88,16 @@ def _initializer(spec: str, fan_in: int, fan_out: int, size: int) -> np.ndarray:
     raise StageError(f"unknown initializer {spec!r} in the calibration table")
 
 
-def known_weights(spec: str, nodes: list, settings: Settings) -> dict[str, tuple[int, int]] | None:
-    """(zero, complex) weights per layer of a row whose weights are a seeded draw of their initializer; None for a
-    trained model's (unknown: the estimate's prior share applies) or a model without weights."""
+def known_weights(spec: str, nodes: list, settings: Settings) -> dict[str, WeightFacts] | None:
+    """Each layer's WeightFacts for a row whose weights are a seeded draw of their initializer; None for a trained
+    model's (unknown: the estimate's prior share applies) or a model without weights."""
     if not spec.startswith("random:"):
         return None
     width, integer, _ = parse_precision(settings.weight or settings.precision)
     out = {}
     for name, (size, fan_in, fan_out) in kernels(nodes).items():
         drawn = _initializer(spec.removeprefix("random:"), fan_in, fan_out, size)
-        out[name] = (zero_weights(drawn, width, integer), complex_weights(drawn, width, integer))
+        out[name] = weight_facts(drawn, width, integer)
     return out
 
 

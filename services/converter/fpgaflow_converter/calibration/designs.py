@@ -179,8 +179,8 @@ def kernels(nodes: list[Node]) -> dict[str, tuple[int, int, int]]:
         area = node.kernel ** node.dims if node.kind in CONV_KINDS else 1
         if node.kind == "dense":
             out[node.name] = (node.in_shape[0] * node.filters, node.in_shape[0], node.filters)
-        elif node.kind.startswith("dw"):
-            out[node.name] = (area * channels, area, area)
+        elif node.kind.startswith("dw"):  # Keras's depthwise kernel (area, channels, 1)
+            out[node.name] = (area * channels, area * channels, area)
         elif node.kind in CONV_KINDS and not node.kind.startswith("sep"):
             out[node.name] = (area * channels * node.filters, area * channels, area * node.filters)
     return out
