@@ -244,3 +244,13 @@ def test_fpgaflow_estimate_of_a_keras_file_equals_the_convert_stages(tmp_path):
                      backend="Vitis", clock_period_ns=5.0)[0]
     for key in ("dsp", "lut", "ff", "latency_cycles", "ii_cycles"):
         assert from_file[key] == pytest.approx(converted[key], rel=0.02), key
+
+
+def test_a_stream_layer_costs_one_pixels_logic_and_stream_loops_overlap():
+    stream = estimate(shapes(CNN, io_type="io_stream"), 5.0, io_type="io_stream")
+    relu = next(layer for layer in stream["layers"] if layer["class_name"] == "Activation")
+    parallel = estimate(shapes(CNN), 5.0)
+    relu_parallel = next(layer for layer in parallel["layers"] if layer["class_name"] == "Activation")
+    assert relu["lut"] * 50 < relu_parallel["lut"], "one pixel of 8 channels a cycle, not 16x16x8 at once"
+    loops = sorted(layer["ii_cycles"] for layer in stream["layers"])
+    assert loops[-1] <= stream["total"]["latency_cycles"] < sum(loops), "a dataflow pipeline: loops overlap"

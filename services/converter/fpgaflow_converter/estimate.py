@@ -172,8 +172,13 @@ def structure(shape: LayerShape, io_type: str) -> dict:
                    table_products=shape.n_out if shape.class_name == "BatchNormalization" else 0)
     if io_type == "io_stream" and kind not in ("free", "unmodelled"):
         out["stream"] = True
-        if kind in ("activation", "softmax", "elementwise"):
-            out["trips"] = max(1, shape.n_pixels)
+        if kind in ("activation", "softmax", "elementwise", "pool"):
+            # a stream layer's logic handles one pixel a cycle: its elementwise logic is one pixel's
+            pixels = max(1, shape.n_pixels)
+            out["trips"] = max(out["trips"], pixels)
+            for key in ("elementwise_bits", "comparator_bits", "divider_bits"):
+                if key in out:
+                    out[key] = math.ceil(out[key] / pixels)
     return out
 
 
@@ -230,16 +235,17 @@ def _constants(backend: str) -> dict:
 
 
 def estimate_layer(shape: LayerShape, clock_period_ns: float, io_type: str = "io_parallel",
-                   backend: str = "Vitis", constants: dict | None = None, first: bool = False) -> dict:
+                   backend: str = "Vitis", constants: dict | None = None, first: bool = False,
+                   values: dict | None = None) -> dict:
     """DSP, LUT, FF, BRAM18, latency (cycles, ns) and II (cycles, ns) of one layer, with the backend's fitted
-    constants (``calibration.calibrated``)."""
+    constants (``calibration.calibrated``); ``values``: its features in the design (``layer_features``)."""
     if io_type not in ("io_parallel", "io_stream"):
         raise StageError(f"io_type {io_type!r} is not io_parallel or io_stream")
     if backend not in BACKENDS:
         raise StageError(f"no estimate for backend {backend!r}: calibrated for {', '.join(BACKENDS)}")
     theta = constants or _constants(backend)
     s = structure(shape, io_type)
-    values = features(shape, io_type, clock_period_ns, first)
+    values = values or features(shape, io_type, clock_period_ns, first)
     predicted = {q: sum(theta[q][name] * value for name, value in values[q].items()) for q in QUANTITIES}
     latency = predicted["latency_cycles"]
     ii = s["ii"] * (s["trips"] if s.get("stream") or s["trips"] > 1 else 1)
@@ -257,12 +263,24 @@ def first_layer(shapes: list[LayerShape]) -> int:
     return next((i for i, s in enumerate(shapes) if kind_of(s) not in ("free", "unmodelled")), 0)
 
 
-def design_features(shapes: list[LayerShape], io_type: str, clock_period_ns: float) -> dict[str, dict[str, float]]:
-    """The design's features: each layer's, summed (what the calibration fits the constants on)."""
-    total = {q: dict.fromkeys(FEATURES[q], 0.0) for q in QUANTITIES}
+def layer_features(shapes: list[LayerShape], io_type: str, clock_period_ns: float) -> list[dict]:
+    """Each layer's features within its design: the first layer registers the design's input, and in io_stream
+    (a dataflow pipeline) the layers' pixel loops overlap, so only the slowest one's loop adds to the latency."""
     first = first_layer(shapes)
-    for index, shape in enumerate(shapes):
-        for q, values in features(shape, io_type, clock_period_ns, index == first).items():
+    values = [features(s, io_type, clock_period_ns, i == first) for i, s in enumerate(shapes)]
+    if io_type == "io_stream" and values:
+        slowest = max(range(len(values)), key=lambda i: values[i]["latency_cycles"]["loop_cycles"])
+        for index, value in enumerate(values):
+            if index != slowest:
+                value["latency_cycles"]["loop_cycles"] = 0.0
+    return values
+
+
+def design_features(shapes: list[LayerShape], io_type: str, clock_period_ns: float) -> dict[str, dict[str, float]]:
+    """The design's features: its layers', summed (what the calibration fits the constants on)."""
+    total = {q: dict.fromkeys(FEATURES[q], 0.0) for q in QUANTITIES}
+    for layer in layer_features(shapes, io_type, clock_period_ns):
+        for q, values in layer.items():
             for name, value in values.items():
                 total[q][name] += value
     return total
@@ -270,13 +288,14 @@ def design_features(shapes: list[LayerShape], io_type: str, clock_period_ns: flo
 
 def estimate(shapes: list[LayerShape], clock_period_ns: float, io_type: str = "io_parallel",
              backend: str = "Vitis") -> dict:
-    """Per-layer estimates and their totals (resources and latency add up, the II is the slowest layer's), each
-    total with its uncertainty: the fitted model's mean relative error on held-out synthesis reports."""
+    """Per-layer estimates and their totals (resources and latency add up; in io_stream only the slowest layer's
+    pixel loop counts toward the latency; the II is the slowest layer's), each total with its uncertainty: the
+    fitted model's mean relative error on held-out synthesis reports."""
     from fpgaflow_converter.calibration import calibrated
 
     theta = calibrated(backend)
-    first = first_layer(shapes)
-    layers = [estimate_layer(s, clock_period_ns, io_type, backend, theta, i == first) for i, s in enumerate(shapes)]
+    values = layer_features(shapes, io_type, clock_period_ns)
+    layers = [estimate_layer(s, clock_period_ns, io_type, backend, theta, values=v) for s, v in zip(shapes, values, strict=True)]
     total = {key: sum(layer[key] for layer in layers) for key in ("dsp", "lut", "ff", "bram18", "latency_cycles")}
     total["latency_ns"] = total["latency_cycles"] * clock_period_ns
     total["ii_cycles"] = max((layer["ii_cycles"] for layer in layers), default=1)
