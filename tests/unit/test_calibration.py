@@ -24,8 +24,8 @@ from fpgaflow_converter.layershapes import Settings, shapes_from_nodes
 # The mean relative error on held-out rows, as measured when the model was last changed. Lower one when a change
 # improves the model; raise one only in a commit that says why the change is right although this figure worsens.
 PINNED = {
-    ("Vivado", "dsp"): 0.093, ("Vivado", "lut"): 0.351, ("Vivado", "ff"): 0.384, ("Vivado", "latency_cycles"): 0.206,
-    ("Vitis", "dsp"): 0.218, ("Vitis", "lut"): 0.290, ("Vitis", "ff"): 0.361, ("Vitis", "latency_cycles"): 0.183,
+    ("Vivado", "dsp"): 0.034, ("Vivado", "lut"): 0.323, ("Vivado", "ff"): 0.433, ("Vivado", "latency_cycles"): 0.196,
+    ("Vitis", "dsp"): 0.212, ("Vitis", "lut"): 0.311, ("Vitis", "ff"): 0.314, ("Vitis", "latency_cycles"): 0.177,
 }
 COLUMNS = ["source", "backend", "tool_version", "hls4ml", "part", "clock_ns", "design", "layers", "precision",
            "input_precision", "weight_precision", "activation_precision", "pruned", "weights", "reuse_factor", "strategy",
@@ -66,11 +66,11 @@ def test_heldout_error_stays_pinned(backend, quantity):
 
 
 def test_the_goals_the_model_meets_are_asserted():
-    """Issue 19's goals on held-out rows. Met: Vivado HLS DSP and latency, Vitis HLS LUT and latency. Not yet (the
-    pinned values above say by how much): Vivado LUT and FF, Vitis FF, and Vitis DSP, which a 32-bit depthwise
-    layer misses (Vitis HLS builds most of its products in LUTs: 18 DSPs for 27 products)."""
+    """Issue 19's goals on held-out rows. Met: Vivado HLS DSP, LUT and latency, Vitis HLS LUT, FF and latency. Not
+    yet (the pinned values above say by how much): Vivado FF, and Vitis DSP, which a 32-bit depthwise layer misses
+    (Vitis HLS builds most of its products in LUTs: 18 DSPs for 27 products)."""
     met = {(t["backend"], t["quantity"]) for t in heldout_table() if t["mean"] <= t["goal"]}
-    assert {("Vivado", "dsp"), ("Vivado", "latency_cycles"), ("Vitis", "lut"), ("Vitis", "latency_cycles")} <= met
+    assert {("Vivado", q) for q in ("dsp", "lut", "latency_cycles")} | {("Vitis", q) for q in ("lut", "ff", "latency_cycles")} <= met
 
 
 def test_no_heldout_row_was_fitted_on():
@@ -86,15 +86,13 @@ def test_no_heldout_row_was_fitted_on():
 def test_the_estimate_of_the_demo_design_against_vitis_synthesis():
     """The demo (examples/jet-tagger.yaml): the tutorial's jet tagger, ap_fixed<16,6>, RF 1, Vitis, 5 ns, against
     the Vitis HLS reports of that design in the table: three trainings of it, 1,502 to 2,557 DSPs (the weights
-    decide which products get a DSP). Without the weights the estimate takes a trained model's usual share."""
+    decide which products get a DSP). Without the weights the estimate takes a trained model's fitted share."""
     reports = [r for r in read_rows() if r.backend == "Vitis" and r.design == "jet-tagger-16-64-32-32-5"
                and r.settings.reuse_factor == 1 and not r.settings.pruned]
     assert len(reports) == 3
     design = "input:16 dense:64 relu dense:32 relu dense:32 relu dense:5 softmax"
     total = estimate(shapes_from_nodes(parse(design), Settings()), 5.0, backend="Vitis")["total"]
-    misses = {}
     for quantity in QUANTITIES:
         measured = sum(r.measured[quantity] for r in reports) / len(reports)
-        misses[quantity] = abs(total[quantity] - measured) / max(measured, FLOOR[quantity])
-    assert all(misses[q] <= GOAL[q] for q in ("lut", "ff", "latency_cycles")), misses
-    assert misses["dsp"] <= 0.25, misses  # +23% against the mean of three trainings (goal 15%)
+        miss = abs(total[quantity] - measured) / max(measured, FLOOR[quantity])
+        assert miss <= GOAL[quantity], f"{quantity}: estimate {total[quantity]}, synthesis {measured:.0f}"

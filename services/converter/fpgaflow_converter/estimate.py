@@ -28,7 +28,6 @@ from fpgaflow_converter.layershapes import (
     POOL_CLASSES,
     STRATEGIES,
     TABLE_ACTIVATIONS,
-    TRAINED_COMPLEX_SHARE,
     LayerShape,
 )
 
@@ -51,12 +50,15 @@ QUANTITIES = ("dsp", "lut", "ff", "latency_cycles")
 
 # The features of each quantity, in the order of a backend's fitted constants (calibration/__init__.py).
 FEATURES = {
-    "dsp": ("wide_products_rf1", "wide_products_reused", "mixed_products", "table_products"),
-    "lut": ("lut_product_bits", "shift_add_bits", "adder_bits", "reused_weight_bits", "elementwise_bits",
+    "dsp": ("wide_products_rf1", "unknown_weight_products_rf1", "wide_products_reused", "mixed_products",
+            "table_products"),
+    "lut": ("lut_product_bits", "shift_add_bits", "unknown_weight_product_bits", "adder_bits", "reused_weight_bits",
+            "elementwise_bits",
             "comparator_bits", "table_bits", "dividers", "layers"),
     "ff": ("input_bits", "product_register_bits", "accumulator_bits", "reused_weight_bits", "elementwise_bits",
            "dividers", "layers"),
-    "latency_cycles": ("mac_layers", "adder_levels", "loop_cycles", "other_layers"),
+    "latency_cycles": ("mac_layers", "adder_levels", "loop_cycles", "stream_loop_cycles", "resource_calls",
+                       "other_layers"),
 }
 
 def dsp_per_multiplier(width_a: int, width_b: int, signed_a: bool = True, signed_b: bool = True) -> int:
@@ -123,9 +125,10 @@ def structure(shape: LayerShape, io_type: str) -> dict:
         used = per_pixel if resource else nonzero
         pf = max(1, shape.parallelization)
         multipliers = math.ceil(used / rf) * pf
-        # at RF 1 the weights are constants and a simple one is a shift and an add (COMPLEX_DIGITS)
-        known = shape.complex_weights if shape.complex_weights >= 0 else round(TRAINED_COMPLEX_SHARE * nonzero)
-        complex_ = min(known, used) * pf if rf == 1 else multipliers
+        # at RF 1 the weights are constants and a simple one is a shift and an add (COMPLEX_DIGITS); with the
+        # weights unknown (a design line of a trained model) the share is a fitted constant of its own
+        constants_known = rf > 1 or shape.complex_weights >= 0
+        complex_ = (min(shape.complex_weights, used) * pf if rf == 1 else multipliers) if constants_known else 0
         accum = shape.accum_width or shape.weight_width + shape.input_width + _levels(shape.n_in)
         # a constant weight (RF 1) is only as wide as its largest value
         weight_bits = shape.weight_bits_used if rf == 1 and shape.weight_bits_used else shape.weight_width
@@ -137,7 +140,9 @@ def structure(shape: LayerShape, io_type: str) -> dict:
                    trips=max(1, math.ceil(shape.trips / pf)) if shape.n_pixels > 1 else 1,
                    depth_inputs=math.ceil(shape.n_in / rf) if not shape.products else math.ceil(shape.n_in / shape.n_out / rf),
                    nonzero_weights=nonzero, resource=resource, outputs=shape.n_out * pf,
-                   complex_multipliers=complex_, simple_multipliers=multipliers - complex_,
+                   complex_multipliers=complex_ if constants_known else None,
+                   simple_multipliers=multipliers - complex_ if constants_known else 0,
+                   unknown_multipliers=0 if constants_known else multipliers,
                    # a convolution's window: io_parallel selects it from the whole input for each of its trips,
                    # io_stream shifts it out of a line buffer (one window of registers)
                    elementwise_bits=(shape.n_in if io_type == "io_stream" else shape.trips * shape.n_in)
@@ -176,7 +181,7 @@ def structure(shape: LayerShape, io_type: str) -> dict:
             # a stream layer's logic handles one pixel a cycle: its elementwise logic is one pixel's
             pixels = max(1, shape.n_pixels)
             out["trips"] = max(out["trips"], pixels)
-            for key in ("elementwise_bits", "comparator_bits", "divider_bits"):
+            for key in ("elementwise_bits", "comparator_bits", "divider_bits", "table_products"):
                 if key in out:
                     out[key] = math.ceil(out[key] / pixels)
     return out
@@ -198,8 +203,10 @@ def features(shape: LayerShape, io_type: str, clock_period_ns: float, first: boo
     if kind == "mac":
         m, rf = s["multipliers"], max(1, shape.reuse_factor)
         if s["operands"] == "wide":
-            dsp["wide_products_rf1" if rf == 1 else "wide_products_reused"] = s["complex_multipliers"] * s["tiles"]
+            dsp["wide_products_rf1" if rf == 1 else "wide_products_reused"] = (s["complex_multipliers"] or 0) * s["tiles"]
+            dsp["unknown_weight_products_rf1"] = s["unknown_multipliers"] * s["tiles"]
             lut["shift_add_bits"] = s["simple_multipliers"] * s["product_width"]
+            lut["unknown_weight_product_bits"] = s["unknown_multipliers"] * s["product_width"]
         elif s["operands"] == "mixed":
             dsp["mixed_products"] = m
         lut["lut_product_bits"] = m * shape.weight_width * shape.input_width / 16.0
@@ -213,6 +220,9 @@ def features(shape: LayerShape, io_type: str, clock_period_ns: float, first: boo
         cyc["mac_layers"] = 1.0
         cyc["adder_levels"] = _levels(s["depth_inputs"]) * REFERENCE_CLOCK_NS / clock_period_ns
         cyc["loop_cycles"] = (s["trips"] * rf) if (s["trips"] > 1 or rf > 1) else 0.0
+        # the Resource strategy's kernel at RF > 1 is a loop of its own, called once a pixel: its fill and
+        # drain add to every call (a stream convolution takes RF + about 9 cycles a pixel)
+        cyc["resource_calls"] = s["trips"] if s.get("resource") and s["trips"] > 1 else 0.0
     else:
         dsp["table_products"] = s.get("table_products", 0)
         lut["elementwise_bits"] = ff["elementwise_bits"] = s["elementwise_bits"]
@@ -269,10 +279,14 @@ def layer_features(shapes: list[LayerShape], io_type: str, clock_period_ns: floa
     first = first_layer(shapes)
     values = [features(s, io_type, clock_period_ns, i == first) for i, s in enumerate(shapes)]
     if io_type == "io_stream" and values:
-        slowest = max(range(len(values)), key=lambda i: values[i]["latency_cycles"]["loop_cycles"])
+        for value in values:  # a stream's pixel loop is a pipeline of its own
+            cycles = value["latency_cycles"]
+            cycles["stream_loop_cycles"], cycles["loop_cycles"] = cycles["loop_cycles"], 0.0
+        slowest = max(range(len(values)), key=lambda i: values[i]["latency_cycles"]["stream_loop_cycles"]
+                      + values[i]["latency_cycles"]["resource_calls"])
         for index, value in enumerate(values):
             if index != slowest:
-                value["latency_cycles"]["loop_cycles"] = 0.0
+                value["latency_cycles"]["stream_loop_cycles"] = value["latency_cycles"]["resource_calls"] = 0.0
     return values
 
 

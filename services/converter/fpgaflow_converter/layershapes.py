@@ -12,11 +12,9 @@ from fpgaflow.errors import StageError
 
 # A product by a constant weight (reuse factor 1: the weights are literals in the firmware) whose non-adjacent form
 # has at most two nonzero signed digits is a shift and an add, which the HLS tools build in LUTs; the others get a
-# DSP. Where the weights are not known (a calibration row of a trained model), this share of the nonzero weights
-# is taken to be "complex": the share measured on the demo's trained jet tagger at ap_fixed<16,6> (2,583 of 3,962, 2026-11-29;
-# lecun_uniform random weights give 0.94, which hls4ml's synthesized test layers match: 56-63 DSPs of 64).
+# DSP (lecun_uniform random weights have 94% such "complex" weights, and hls4ml's synthesized test layers use 56-63
+# DSPs for 64 products).
 COMPLEX_DIGITS = 3
-TRAINED_COMPLEX_SHARE = 0.65
 TABLE_ACTIVATIONS = {"sigmoid", "tanh", "softsign", "softplus", "elu", "selu", "hard_tanh", "gelu"}
 FREE_CLASSES = {"Input", "InputLayer", "Flatten", "Reshape", "Transpose", "Dropout"}
 ACTIVATION_CLASSES = {"Activation", "ParametrizedActivation", "LeakyReLU", "ReLU", "ThresholdedReLU", "PReLU",
@@ -246,6 +244,25 @@ _NODE_CLASSES = {"maxpool1d": "Pooling1D", "avgpool1d": "Pooling1D", "maxpool2d"
                  "bn": "BatchNormalization", "softmax": "Softmax"}
 
 
+def valid_reuse_factor(n_in: int, n_out: int, asked: int) -> int:
+    """The reuse factor hls4ml's Vivado and Vitis backends use for a Resource-strategy layer of n_in x n_out
+    products when ``asked`` is not one it accepts: the closest accepted one, the smaller on a tie. Accepted: RF
+    divides n_in x n_out; below n_in, ceil(n_in x n_out / RF) is a multiple of n_out; from n_in up, a multiple
+    of n_in."""
+    total = n_in * n_out
+
+    def accepted(rf: int) -> bool:
+        if total % rf:
+            return False
+        if rf < n_in:
+            return math.ceil(total / rf) % n_out == 0
+        return rf % n_in == 0
+
+    if accepted(asked):
+        return asked
+    return min((rf for rf in range(1, total + 1) if accepted(rf)), key=lambda rf: (abs(rf - asked), rf))
+
+
 @dataclass(frozen=True)
 class Settings:
     """What hls4ml's configuration sets for every layer of a design: types, reuse factor, strategy, io type,
@@ -268,7 +285,7 @@ def shapes_from_nodes(nodes: list, settings: Settings,
     BatchNormalization after a Dense or a convolution folded into it, a separable convolution as its depthwise
     and pointwise parts, io_stream's explicit zero padding before a 'same' convolution. ``weights``: each
     layer's WeightFacts by name, where known (else ``settings.pruned`` of each kernel is zero and
-    TRAINED_COMPLEX_SHARE of the rest complex)."""
+    the estimate takes a trained model's usual share of complex weights)."""
     data = parse_precision(settings.precision)
     weight = parse_precision(settings.weight or settings.precision)
     act = parse_precision(settings.activation or settings.precision)
@@ -295,7 +312,8 @@ def shapes_from_nodes(nodes: list, settings: Settings,
             # exact: hls4ml's 'auto' accumulator, the product's bits plus one per adder level and one for the bias
             accum_width=width + weight[0] + math.ceil(math.log2(max(2, n_in))) + 1 if exact else accum[0],
             accum_integer=integer + weight[1] + math.ceil(math.log2(max(2, n_in))) + 1 if exact else accum[1],
-            reuse_factor=max(1, min(settings.reuse_factor, per_pixel)), strategy=strategy,
+            reuse_factor=(valid_reuse_factor(n_in, n_out, settings.reuse_factor) if strategy == "resource"
+                          and not products else max(1, min(settings.reuse_factor, per_pixel))), strategy=strategy,
             n_zero_weights=known.zeros if known else round(settings.pruned * per_pixel),
             complex_weights=known.complex if known else -1, weight_bits_used=known.bits_used if known else 0,
             n_pixels=pixels,
@@ -343,7 +361,8 @@ def shapes_from_nodes(nodes: list, settings: Settings,
                     "ZeroPadding2D", "Resize"} else data, n_pixels=math.prod(node.out_shape[:-1]) if len(node.out_shape) > 1 else 1)
         elif kind == "softmax":
             n = math.prod(node.out_shape)
-            add(name, "Softmax", n, n, data, activation="softmax")
+            add(name, "Softmax", n, n, data, activation="softmax",
+                n_pixels=math.prod(node.out_shape[:-1]) if len(node.out_shape) > 1 else 1)
         elif kind == "linear":
             continue
         else:  # the other activations
