@@ -228,22 +228,26 @@ def test_fpgaflow_estimate_of_a_keras_file_equals_the_convert_stages(tmp_path):
     """The Keras-file path (no hls4ml) and the convert stage's path (hls4ml's model, 'auto' types as fpgaflow
     converts) read the same layers, accumulators and weights, so they give the same estimate."""
     hls4ml = pytest.importorskip("hls4ml")
+    from fpgaflow_converter.config import SOFTMAX_TABLE_SIZE
     from fpgaflow_converter.estimate_file import grid, read_keras_file
 
     model = keras_model(JET_TAGGER, "tagger")
     model.save(tmp_path / "tagger.keras")
     config = hls4ml.utils.config_from_keras_model(model, granularity="name", backend="Vitis",
                                                   default_precision="ap_fixed<16,6>")
-    for layer in config["LayerName"].values():  # as fpgaflow's converter: results at the precision
-        if "result" in layer.get("Precision", {}):
+    softmax = {layer.name for layer in model.layers if layer.get_config().get("activation") == "softmax"}
+    for name, layer in config["LayerName"].items():  # as fpgaflow's converter: results at the precision,
+        if "result" in layer.get("Precision", {}):  # its softmax table size
             layer["Precision"]["result"] = "ap_fixed<16,6>"
+        if name in softmax:
+            layer["TableSize"] = SOFTMAX_TABLE_SIZE
     hls_model = hls4ml.converters.convert_from_keras_model(model, hls_config=config, backend="Vitis",
                                                            io_type="io_parallel", output_dir=str(tmp_path / "prj"))
     converted = estimate(layers_from_hls_model(hls_model), 5.0)["total"]
     nodes, kernels = read_keras_file(tmp_path / "tagger.keras")
     from_file = grid(nodes, kernels, ["ap_fixed<16,6>"], [1], strategy="Latency", io_type="io_parallel",
                      backend="Vitis", clock_period_ns=5.0)[0]
-    for key in ("dsp", "lut", "ff", "latency_cycles", "ii_cycles"):
+    for key in ("dsp", "lut", "ff", "bram18", "latency_cycles", "ii_cycles"):
         assert from_file[key] == pytest.approx(converted[key], rel=0.02), key
 
 

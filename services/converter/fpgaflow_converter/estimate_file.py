@@ -12,6 +12,7 @@ from pathlib import Path
 from fpgaflow.errors import StageError
 from fpgaflow_converter.calibration import designs
 from fpgaflow_converter.calibration.designs import DesignError, Node, nodes_from_keras_config
+from fpgaflow_converter.config import SOFTMAX_TABLE_SIZE
 from fpgaflow_converter.estimate import estimate
 from fpgaflow_converter.layershapes import (
     Settings,
@@ -70,7 +71,7 @@ def grid(nodes: list[Node], kernels: list, precisions: list[str], reuse_factors:
         known = weights_by_layer(nodes, kernels, precision)
         for rf in reuse_factors:
             settings = Settings(precision=precision, reuse_factor=rf, strategy=strategy, io_type=io_type,
-                                accum=accumulator)
+                                accum=accumulator, softmax_table_size=SOFTMAX_TABLE_SIZE)
             est = estimate(shapes_from_nodes(nodes, settings, known), clock_period_ns, io_type, backend)
             rows.append({"precision": precision, "reuse_factor": rf,
                          **{k: est["total"][k] for k in COLUMNS[2:]}, "uncertainty": est["total"]["uncertainty"],

@@ -277,6 +277,7 @@ class Settings:
     strategy: str = "Latency"
     io_type: str = "io_parallel"
     pruned: float = 0.0
+    softmax_table_size: int = 1024  # hls4ml's default; fpgaflow's converter sets its own (config.SOFTMAX_TABLE_SIZE)
 
 
 def shapes_from_nodes(nodes: list, settings: Settings,
@@ -361,7 +362,7 @@ def shapes_from_nodes(nodes: list, settings: Settings,
                     "ZeroPadding2D", "Resize"} else data, n_pixels=math.prod(node.out_shape[:-1]) if len(node.out_shape) > 1 else 1)
         elif kind == "softmax":
             n = math.prod(node.out_shape)
-            add(name, "Softmax", n, n, data, activation="softmax",
+            add(name, "Softmax", n, n, data, activation="softmax", table_size=settings.softmax_table_size,
                 n_pixels=math.prod(node.out_shape[:-1]) if len(node.out_shape) > 1 else 1)
         elif kind == "linear":
             continue
