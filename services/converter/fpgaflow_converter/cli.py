@@ -27,7 +27,7 @@ def cmd_estimate(args) -> int:
     nodes, kernels = read_keras_file(Path(args.model))
     rows = grid(nodes, kernels, args.precision, args.reuse, strategy=args.strategy, io_type=args.io_type,
                 backend=args.backend, clock_period_ns=args.clock,
-                accumulator="exact" if args.accumulator == "exact" else args.accumulator)
+                accumulator=args.accumulator)
     if args.json:
         json.dump(rows, sys.stdout, indent=1)
         print()

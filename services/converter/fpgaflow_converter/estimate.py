@@ -305,9 +305,7 @@ def estimate(shapes: list[LayerShape], clock_period_ns: float, io_type: str = "i
     """Per-layer estimates and their totals (resources and latency add up; in io_stream only the slowest layer's
     pixel loop counts toward the latency; the II is the slowest layer's), each total with its uncertainty: the
     fitted model's mean relative error on held-out synthesis reports."""
-    from fpgaflow_converter.calibration import calibrated
-
-    theta = calibrated(backend)
+    theta = _constants(backend)
     values = layer_features(shapes, io_type, clock_period_ns)
     layers = [estimate_layer(s, clock_period_ns, io_type, backend, theta, values=v) for s, v in zip(shapes, values, strict=True)]
     total = {key: sum(layer[key] for layer in layers) for key in ("dsp", "lut", "ff", "bram18", "latency_cycles")}

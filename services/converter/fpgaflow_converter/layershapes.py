@@ -138,7 +138,7 @@ def _codes(weights, width: int, integer: int):
 
 def zero_weights(weights, width: int, integer: int) -> int:
     """Weights that are zero once cast to ap_fixed<width, integer>: the synthesis tool drops their products."""
-    return int((_codes(weights, width, integer) == 0).sum())
+    return weight_facts(weights, width, integer).zeros
 
 
 def signed_digits(codes):
@@ -164,7 +164,7 @@ def _popcount(x):
 
 def complex_weights(weights, width: int, integer: int) -> int:
     """Weights whose product a synthesis tool gives a DSP at reuse factor 1: COMPLEX_DIGITS or more signed digits."""
-    return int((signed_digits(_codes(weights, width, integer)) >= COMPLEX_DIGITS).sum())
+    return weight_facts(weights, width, integer).complex
 
 
 @dataclass(frozen=True)

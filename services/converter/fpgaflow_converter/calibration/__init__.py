@@ -114,8 +114,10 @@ def is_heldout(backend: str, design: str, settings: Settings) -> bool:
     return digest / 0xFFFFFFFF >= 1 - HOLDOUT_SHARE
 
 
-def read_rows(table: Path = TABLE) -> list[Row]:
-    """The usable rows of the table (``use`` = yes, a Vivado or Vitis backend), each with its features."""
+@cache
+def read_rows(table: Path = TABLE) -> tuple[Row, ...]:
+    """The usable rows of the table (``use`` = yes, a Vivado or Vitis backend), each with its features; read and
+    featurized once."""
     rows = []
     with table.open(newline="") as f:
         for index, raw in enumerate(csv.DictReader(f), start=2):
@@ -144,7 +146,7 @@ def read_rows(table: Path = TABLE) -> list[Row]:
             rows.append(Row(index, raw["source"], backend, raw["design"], raw["layers"], settings, clock, measured,
                             is_heldout(backend, raw["design"], settings), features, legacy, raw["part"].strip(),
                             raw["tool_version"].strip()))
-    return rows
+    return tuple(rows)
 
 
 def feature_names(quantity: str) -> tuple[str, ...]:
@@ -237,7 +239,7 @@ def cross_validation(backend: str) -> dict[str, float | None]:
     fitted on every other row of the backend, held-out rows included: a check of the fixed split's figures that
     no choice of split can flatter."""
     rows = [r for r in read_rows() if r.backend == backend]
-    pooled = [r for r in read_rows()]
+    pooled = read_rows()
     errs: dict[str, list[float]] = {q: [] for q in QUANTITIES}
     for design in sorted({r.design for r in rows}):
         train = [r for r in rows if r.design != design]
