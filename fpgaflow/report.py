@@ -96,6 +96,15 @@ def estimate_rows(summaries: list[dict]) -> list[list[str]]:
     return rows
 
 
+def estimate_caveats(summaries: list[dict]) -> list[str]:
+    """Where an estimate goes beyond the synthesis reports it was fitted on, each once, with its trials."""
+    trials: dict[str, list[str]] = {}
+    for s in summaries:
+        for caveat in (s.get("estimate") or {}).get("caveats", []):
+            trials.setdefault(caveat, []).append(s["name"])
+    return [f"extrapolated ({', '.join(names)}): {caveat}" for caveat, names in trials.items()]
+
+
 def pareto_front(points: list[tuple[float, float]]) -> list[bool]:
     """Which (cost, accuracy) points no other point beats: as cheap or cheaper and as accurate or more,
     better in one of the two."""
@@ -319,11 +328,12 @@ def document(name: str, summaries: list[dict], facts: dict, live_metrics: bool =
                    Paragraph(RETRAIN_TEXT), _table(RETRAIN_HEADER, retrained)]
     blocks += [Heading("FPGA resources and latency (estimated without vendor tools; docs/estimates.md says how)"),
                _table(ESTIMATE_HEADER, estimate_rows(summaries))]
-    corrections = [(f"{s['name']}: reuse factor {c['asked']} of ", Code(c["layer"]), f" ({c['shape'][0]}x{c['shape'][1]}) is "
+    estimate_notes: list[Inline] = [(f"{s['name']}: reuse factor {c['asked']} of ", Code(c["layer"]), f" ({c['shape'][0]}x{c['shape'][1]}) is "
                     f"not valid by hls4ml's rule; {c['used']} was used")
                    for s in summaries for c in s.get("reuse_factor_corrections", [])]
-    if corrections:
-        blocks.append(Bullets(tuple(corrections)))
+    estimate_notes += estimate_caveats(summaries)
+    if estimate_notes:
+        blocks.append(Bullets(tuple(estimate_notes)))
     points = sweep_points(summaries)
     if len(points) > 1:
         blocks += [Heading("Sweep: accuracy against DSPs and latency (Pareto front: no trial is cheaper and as accurate)"),
@@ -562,6 +572,8 @@ def print_report(console, name: str, summaries: list[dict], report_path: Path | 
     console.print(escape(FOOTNOTE))
     for name, source in data_sources(summaries):
         console.print(escape(f"data: {name}, {source}"))
+    for caveat in estimate_caveats(summaries):
+        console.print(escape(f"estimate {caveat}"))
     for s in summaries:
         if s["phase"] == "Failed":
             line = f"{s['name']} failed in {s['stage']} ({s['reason']}): {s['message']}"

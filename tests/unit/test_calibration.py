@@ -24,8 +24,8 @@ from fpgaflow_converter.layershapes import Settings, shapes_from_nodes
 # The mean relative error on held-out rows, as measured when the model was last changed. Lower one when a change
 # improves the model; raise one only in a commit that says why the change is right although this figure worsens.
 PINNED = {
-    ("Vivado", "dsp"): 0.034, ("Vivado", "lut"): 0.323, ("Vivado", "ff"): 0.433, ("Vivado", "latency_cycles"): 0.196,
-    ("Vitis", "dsp"): 0.212, ("Vitis", "lut"): 0.311, ("Vitis", "ff"): 0.314, ("Vitis", "latency_cycles"): 0.177,
+    ("Vivado", "dsp"): 0.034, ("Vivado", "lut"): 0.323, ("Vivado", "ff"): 0.296, ("Vivado", "latency_cycles"): 0.196,
+    ("Vitis", "dsp"): 0.212, ("Vitis", "lut"): 0.311, ("Vitis", "ff"): 0.268, ("Vitis", "latency_cycles"): 0.177,
 }
 COLUMNS = ["source", "backend", "tool_version", "hls4ml", "part", "clock_ns", "design", "layers", "precision",
            "input_precision", "weight_precision", "activation_precision", "pruned", "weights", "reuse_factor", "strategy",
@@ -65,12 +65,19 @@ def test_heldout_error_stays_pinned(backend, quantity):
     assert calibrated(backend)["heldout_error"][quantity] == pytest.approx(mean)
 
 
-def test_the_goals_the_model_meets_are_asserted():
-    """Issue 19's goals on held-out rows. Met: Vivado HLS DSP, LUT and latency, Vitis HLS LUT, FF and latency. Not
-    yet (the pinned values above say by how much): Vivado FF, and Vitis DSP, which a 32-bit depthwise layer misses
-    (Vitis HLS builds most of its products in LUTs: 18 DSPs for 27 products)."""
-    met = {(t["backend"], t["quantity"]) for t in heldout_table() if t["mean"] <= t["goal"]}
-    assert {("Vivado", q) for q in ("dsp", "lut", "latency_cycles")} | {("Vitis", q) for q in ("lut", "ff", "latency_cycles")} <= met
+def test_the_goals_are_met_within_their_scope():
+    """Issue 19's goals on held-out rows, for MLPs across reuse factors and the CNNs of issue 18: met for every
+    quantity of both backends. Beyond that scope is one held-out row per backend, a 32-bit depthwise Conv2D
+    (io_stream): Vivado HLS puts its 27 products in 54 DSPs, as the DSP48's tiles count, but Vitis HLS in 18,
+    which the estimate misses threefold, so Vitis DSP over all held-out rows (pinned above) is not within the goal."""
+    table = heldout_table()
+    assert {(t["backend"], t["quantity"]) for t in table if t["goal_mean"] > t["goal"]} == set()
+    beyond = [r for r in read_rows() if not r.in_goal_scope]
+    assert {r.layers.split()[1].split(":")[0] for r in beyond} == {"dwconv1d", "dwconv2d"}
+    assert sorted((r.backend, r.tiles) for r in beyond if r.heldout) == [("Vitis", 2), ("Vivado", 2)]
+    assert all(t["goal_rows"] == t["rows"] - 1 for t in table)
+    unmet = {(t["backend"], t["quantity"]) for t in table if t["mean"] > t["goal"]}
+    assert unmet <= {("Vitis", "dsp")}
 
 
 def test_no_heldout_row_was_fitted_on():

@@ -276,3 +276,25 @@ def test_the_resource_strategy_takes_the_reuse_factor_hls4ml_would():
     mnist = shapes("input:28x28x1 conv2d:4,3 relu maxpool2d:4 conv2d:8,3 relu maxpool2d:2 flatten dense:10",
                    reuse_factor=64, strategy="Resource", io_type="io_stream")
     assert [s.reuse_factor for s in mnist if s.class_name in ("Conv2D", "Dense")] == [36, 72, 64]
+
+
+def test_a_stream_layer_at_rf_above_one_holds_every_product_and_its_window():
+    """In io_stream at RF > 1 the pixel loop (II = RF) keeps every product of the kernel in registers until the
+    adder tree sums them (the MLP 4-128-3 of the calibration table: 14,632 FFs in io_stream at RF 8, 2,994 in
+    io_parallel), and a stream convolution or pooling layer keeps its window in registers."""
+    mlp = "input:4 dense:128 relu dense:3 softmax"
+    stream, parallel = (estimate(shapes(mlp, reuse_factor=8, io_type=io), 25.0, io_type=io, backend="Vivado")
+                        for io in ("io_stream", "io_parallel"))
+    assert stream["total"]["ff"] > 3 * parallel["total"]["ff"]
+    pool = next(layer for layer in estimate(shapes(CNN, io_type="io_stream"), 5.0, io_type="io_stream")["layers"]
+                if layer["class_name"] == "Pooling2D")
+    assert pool["ff"] >= 2 * 2 * 8 * 16, "the 2x2 window of 8 channels, 16 bits each"
+
+
+def test_an_estimate_beyond_the_fitted_reports_says_so():
+    vivado = estimate(shapes(JET_TAGGER), 5.0, backend="Vivado")
+    assert vivado["total"]["caveats"] == [] and "extrapolated" not in vivado["model"]
+    wide = estimate(shapes(JET_TAGGER, precision="ap_fixed<32,12>"), 5.0, backend="Vitis")
+    assert any("4 DSP48 tiles" in caveat for caveat in wide["total"]["caveats"]) and "extrapolated" in wide["model"]
+    reused = estimate(shapes(JET_TAGGER, reuse_factor=4, strategy="Resource"), 5.0, backend="Vitis")
+    assert any("no Vitis report fitted on has these features" in c for c in reused["total"]["caveats"])

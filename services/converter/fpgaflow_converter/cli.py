@@ -45,7 +45,12 @@ def cmd_estimate(args) -> int:
     for row in rows:
         table.add_row(row["precision"], str(row["reuse_factor"]), *(f"{row[k]:,}" for k in
                       ("dsp", "lut", "ff", "bram18", "latency_cycles")), f"{row['latency_ns']:g}", str(row["ii_cycles"]))
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    for caveat in dict.fromkeys(c for row in rows for c in row["caveats"]):
+        where = sorted({f"{row['precision']} RF {row['reuse_factor']}" for row in rows if caveat in row["caveats"]})
+        console.print(f"extrapolated ({', '.join(where) if len(where) < len(rows) else 'every row'}): {caveat}",
+                      highlight=False)
     return 0
 
 

@@ -47,6 +47,7 @@ BACKENDS = ("Vivado", "Vitis")
 REFERENCE_CLOCK_NS = 5.0  # adder levels per cycle scale with the clock period relative to this one
 
 QUANTITIES = ("dsp", "lut", "ff", "latency_cycles")
+LABELS = {"dsp": "DSP", "lut": "LUT", "ff": "FF", "latency_cycles": "latency"}
 
 # The features of each quantity, in the order of a backend's fitted constants (calibration/__init__.py).
 FEATURES = {
@@ -56,7 +57,7 @@ FEATURES = {
             "elementwise_bits",
             "comparator_bits", "table_bits", "dividers", "layers"),
     "ff": ("input_bits", "product_register_bits", "accumulator_bits", "reused_weight_bits", "elementwise_bits",
-           "dividers", "layers"),
+           "dividers", "layers", "stream_held_product_bits", "stream_window_bits"),
     "latency_cycles": ("mac_layers", "adder_levels", "loop_cycles", "stream_loop_cycles", "resource_calls",
                        "other_layers"),
 }
@@ -215,7 +216,13 @@ def features(shape: LayerShape, io_type: str, clock_period_ns: float, first: boo
         lut["reused_weight_bits"] = ff["reused_weight_bits"] = (s["nonzero_weights"] * shape.weight_width
                                                                 if rf > 1 else 0.0)
         ff["product_register_bits"] = m * s["product_width"]
+        if stream and rf > 1 and not s.get("resource"):
+            # a stream layer's pixel loop at II = RF holds every product (hls4ml's partitioned mult array) in
+            # registers until its adder tree sums them; io_parallel's top-level pipeline does not
+            ff["stream_held_product_bits"] = s["nonzero_weights"] * max(1, shape.parallelization) * s["product_width"]
         lut["elementwise_bits"] = ff["elementwise_bits"] = s["elementwise_bits"]
+        if stream and shape.n_pixels > 1:  # a stream convolution's window: registers shifted each pixel
+            ff["elementwise_bits"], ff["stream_window_bits"] = 0.0, s["elementwise_bits"]
         ff["accumulator_bits"] = s["outputs"] * (s["accum_width"] + shape.result_width)
         cyc["mac_layers"] = 1.0
         cyc["adder_levels"] = _levels(s["depth_inputs"]) * REFERENCE_CLOCK_NS / clock_period_ns
@@ -230,6 +237,8 @@ def features(shape: LayerShape, io_type: str, clock_period_ns: float, first: boo
         lut["table_bits"] = s.get("table_bits", 0)
         lut["comparator_bits"] = s.get("comparator_bits", 0)
         ff["elementwise_bits"] += s.get("comparator_bits", 0)
+        if stream and kind == "pool":  # a stream pooling layer's window, as a stream convolution's
+            ff["stream_window_bits"], ff["elementwise_bits"] = ff["elementwise_bits"], 0.0
         cyc["other_layers"] = 1.0 + (_levels(shape.n_in) if kind == "softmax" else 0)
         if s["trips"] > 1:
             cyc["loop_cycles"] = s["trips"]
@@ -266,6 +275,30 @@ def estimate_layer(shape: LayerShape, clock_period_ns: float, io_type: str = "io
             "dsp": round(predicted["dsp"]), "lut": round(predicted["lut"]), "ff": round(predicted["ff"]),
             "bram18": int(s["bram18"]), "latency_cycles": round(latency), "latency_ns": round(latency) * clock_period_ns,
             "ii_cycles": int(ii), "ii_ns": ii * clock_period_ns, **extra}
+
+
+def dsp_tiles(shapes: list[LayerShape], io_type: str) -> int:
+    """The DSP48 tiles of the design's widest product (1 when all fit one tile or none takes a DSP)."""
+    macs = [structure(s, io_type) for s in shapes if kind_of(s) == "mac"]
+    return max((m["tiles"] for m in macs if m["operands"] == "wide"), default=1)
+
+
+def extrapolations(shapes: list[LayerShape], io_type: str, values: list[dict], theta: dict, backend: str) -> list[str]:
+    """Where the design goes beyond the reports the backend's constants were fitted on: features no fitted
+    report of the backend exercises (their constants come from both backends' reports), and products wider
+    than any fitted report's (their DSP tiles are the DSP48E2's geometry, not a fit)."""
+    out = []
+    borrowed = [f"{LABELS[q]} ({', '.join(used)})" for q in QUANTITIES
+                if (used := sorted({name for layer in values for name, value in layer[q].items()
+                                    if value and name in theta["borrowed"][q]}))]
+    if borrowed:
+        out.append(f"{', '.join(borrowed)}: no {backend} report fitted on has these features; their constants are "
+                   "fitted on both backends' reports")
+    tiles = dsp_tiles(shapes, io_type)
+    if tiles > theta["max_tiles"]:
+        out.append(f"DSP: products of {tiles} DSP48 tiles (operands wider than 27 x 18 bits): no report fitted on "
+                   "has them; their DSPs are the tiles' count, not a fit (docs/estimates.md, limits)")
+    return out
 
 
 def first_layer(shapes: list[LayerShape]) -> int:
@@ -315,11 +348,13 @@ def estimate(shapes: list[LayerShape], clock_period_ns: float, io_type: str = "i
     uncertainty = {q: theta["heldout_error"].get(q) for q in QUANTITIES}
     uncertainty["latency_ns"] = uncertainty["latency_cycles"]
     total["uncertainty"] = uncertainty
+    total["caveats"] = extrapolations(shapes, io_type, values, theta, backend)
     unmodelled = [layer["name"] for layer in layers if not layer["modelled"]]
     model = (f"fpgaflow estimate calibrated on {theta['fit_rows']} {backend} HLS synthesis reports "
              f"(docs/estimates.md); held-out mean error DSP {_pct(uncertainty['dsp'])}, LUT {_pct(uncertainty['lut'])}, "
              f"FF {_pct(uncertainty['ff'])}, latency {_pct(uncertainty['latency_cycles'])}; not a synthesis report")
     model += f"; not modelled (counted as 0): {', '.join(unmodelled)}" if unmodelled else ""
+    model += "".join(f"; extrapolated: {caveat}" for caveat in total["caveats"])
     return {"layers": layers, "total": total, "model": model, "backend": backend, "clock_period_ns": clock_period_ns,
             "io_type": io_type, "shapes": [asdict(s) for s in shapes]}
 

@@ -75,5 +75,5 @@ def grid(nodes: list[Node], kernels: list, precisions: list[str], reuse_factors:
             est = estimate(shapes_from_nodes(nodes, settings, known), clock_period_ns, io_type, backend)
             rows.append({"precision": precision, "reuse_factor": rf,
                          **{k: est["total"][k] for k in COLUMNS[2:]}, "uncertainty": est["total"]["uncertainty"],
-                         "model": est["model"]})
+                         "caveats": est["total"]["caveats"], "model": est["model"]})
     return rows
