@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # The shared core (.) and one distribution per service; `make install` puts all of them in one venv.
-DISTRIBUTIONS := . services/trainer services/converter services/inference operator
+DISTRIBUTIONS := . services/trainer services/converter services/inference services/manager operator
 PYPROJECTS := $(addsuffix /pyproject.toml,$(DISTRIBUTIONS))
 STAMP := $(VENV)/.installed-$(shell cat $(PYPROJECTS) | sha1sum | cut -c1-12)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
@@ -42,7 +42,7 @@ test: install envtest node
 	$(BIN)/python -m pytest
 
 test-fast: install
-	$(BIN)/python -m pytest -m "not slow and not cluster"
+	$(BIN)/python -m pytest -m "not slow and not cluster and not slurm"
 
 proto: install
 	$(BIN)/python protos/generate.py

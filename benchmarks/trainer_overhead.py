@@ -28,7 +28,8 @@ from fpgaflow.spec import DatasetSpec, ExperimentSpec
 from fpgaflow.trial import TrialDir, write_json
 from fpgaflow_trainer.datasets import cache_folder, load_dataset, progress_printer
 from fpgaflow_trainer.model import build_model
-from fpgaflow_trainer.train import run, validation_split
+from fpgaflow_trainer.stage import run
+from fpgaflow_trainer.train import validation_split
 
 BUDGET = 0.03  # the trainer may cost at most 3 % over a plain fit (median)
 

@@ -11,13 +11,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from importlib import metadata
 from pathlib import Path
 
 from fpgaflow import __version__
-from fpgaflow.errors import FpgaflowError, NotInstalled
+from fpgaflow.errors import FpgaflowError, NotFound, NotInstalled
 from fpgaflow.trial import STAGE_SERVICE
 
 DEFAULT_HOME = "fpgaflow-runs"
@@ -62,7 +64,12 @@ def cmd_run(args) -> int:
     path = Path(args.manifest)
     experiment = load_experiment(path)
     console = _console()
-    settings = RunSettings(home=home_folder(args), replace=args.replace, prometheus=not args.no_prometheus)
+    git = json.loads(Path(args.git_info).read_text()) if args.git_info else None
+    settings = RunSettings(home=home_folder(args), replace=args.replace, prometheus=not args.no_prometheus, git=git)
+    # a SIGTERM (a cancel from `fpgaflow server`, Slurm's time limit) stops the run as Ctrl-C does: every
+    # process it started is stopped and the experiment is marked interrupted
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)
     with Progress(SpinnerColumn(), TextColumn("{task.fields[trial]}"), TextColumn("{task.description}"),
                   TimeElapsedColumn(), console=console, transient=False) as progress:
         tasks: dict[str, TaskID] = {}
@@ -80,6 +87,10 @@ def cmd_run(args) -> int:
         summaries = runner.run()
     print_report(console, experiment.name, summaries, runner.folder / "report.md")
     return 0 if all(s["phase"] == "Succeeded" for s in summaries) else 1
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def cmd_list(args) -> int:
@@ -108,7 +119,7 @@ def cmd_show(args) -> int:
     store = RunStore(home_folder(args))
     record = store.experiment(args.name)
     if record is None:
-        raise FpgaflowError(f"no experiment named {args.name!r} in {store.home}", reason="NotFound")
+        raise NotFound(f"no experiment named {args.name!r} in {store.home}")
     folder = Path(record["folder"])
     summaries = [trial_summary(TrialDir(folder / t["name"])) for t in record["trials"]]
     if args.json:
@@ -194,6 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--replace", action="store_true", help="discard earlier results of this experiment when its spec changed")
     p.add_argument("--no-prometheus", action="store_true",
                    help="do not start a local Prometheus scraping the run (it starts when `prometheus` is installed)")
+    p.add_argument("--git-info", metavar="FILE",
+                   help="the manifest folder's git state as JSON, when the manifest is a copy (fpgaflow server passes its submitter's)")
     home(p)
     p.set_defaults(fn=cmd_run)
 

@@ -110,3 +110,37 @@ class NotInstalled(FpgaflowError):
 
     reason = "NotInstalled"
     exit_code = 2
+
+
+class NotFound(FpgaflowError):
+    """An experiment, trial or log that does not exist where it was asked for."""
+
+    reason = "NotFound"
+    exit_code = 2
+
+
+class AlreadyQueued(FpgaflowError):
+    """An experiment submitted while one of the same name is queued or running."""
+
+    reason = "AlreadyQueued"
+    exit_code = 2
+
+
+class StoreFull(FpgaflowError):
+    """The run store's file system has no room: nothing new is accepted (and nothing stored is harmed)."""
+
+    reason = "DiskFull"
+
+
+class Unauthenticated(FpgaflowError):
+    """A call to `fpgaflow server` without its token or a client certificate it trusts."""
+
+    reason = "Unauthenticated"
+    exit_code = 4
+
+
+class ServerUnavailable(FpgaflowError):
+    """`fpgaflow server` cannot be reached (not started, or another address)."""
+
+    reason = "Unavailable"
+    exit_code = 3

@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from fpgaflow.errors import FpgaflowError
+from fpgaflow.errors import NotFound
 from fpgaflow.plots import run_variant, samples_per_second
 from fpgaflow.summary import experiment_facts, stored_summaries
 from fpgaflow.trial import STAGES
@@ -468,12 +468,6 @@ def html_report(name: str, summaries: list[dict], facts: dict) -> str:
 # ------------------------------------------------------------------ files: the report and its plots
 
 
-class ExperimentNotFound(FpgaflowError):
-    """No experiment of that name in the run store."""
-    reason = "NotFound"
-    exit_code = 2
-
-
 def histogram_selection(runs: list[dict], keys: set[str]) -> dict[str, str]:
     """Which latencies the histogram shows: per target, batch 1 (else its smallest batch) at the most
     clients run there; {label: latencies.npz key}. Keys are f"{target}_b{batch}_c{clients}", or
@@ -541,7 +535,7 @@ def regenerate(store, name: str) -> tuple[Path, list[dict]]:
     record = store.experiment(name)
     if not (folder / "experiment.json").exists():
         where = f"{store.home}" if record is None else f"{folder} (the index lists it, but its folder is gone)"
-        raise ExperimentNotFound(f"no experiment named {name!r} in {where}")
+        raise NotFound(f"no experiment named {name!r} in {where}")
     summaries = stored_summaries(folder, record["trials"] if record else None)
     return write_report(folder, name, summaries, experiment_facts(folder)), summaries
 

@@ -40,6 +40,7 @@ class RunSettings:
     python: str = sys.executable
     replace: bool = False
     prometheus: bool = True  # a local Prometheus scrapes the run's trainers and servers (`fpgaflow run --no-prometheus`: off)
+    git: dict | None = None  # the manifest folder's git state when the manifest came from elsewhere (fpgaflow server)
 
 
 ProgressFn = Callable[[str, str], None]  # (trial name, what it is doing now); trial "": a note about the whole run
@@ -75,7 +76,7 @@ class LocalRunner:
                     )
                 shutil.rmtree(self.folder)
         manifest = self.experiment.model_dump(mode="json", by_alias=True, exclude={"status"})
-        git = git_info(self.manifest_path.resolve().parent)
+        git = self.settings.git if self.settings.git is not None else git_info(self.manifest_path.resolve().parent)
         write_json(meta_path, {"name": self.experiment.name, "spec_hash": digest, "manifest": manifest,
                                "manifest_path": str(self.manifest_path.resolve()), "git": git})
         self.store.upsert_experiment(self.experiment.name, digest, manifest, git, "Running")
@@ -94,7 +95,7 @@ class LocalRunner:
         started = time.time()
         proc = self.procs.start(cmd, log)
         while proc.poll() is None:
-            self.progress(td.root.name, _describe(td, stage))
+            self.progress(td.root.name, describe_stage(td, stage))
             time.sleep(0.5)
         if prometheus and scraped:
             prometheus.remove_target(scraped[0], scraped[1])
@@ -293,7 +294,9 @@ class LocalRunner:
         return path
 
 
-def _describe(td: TrialDir, stage: str) -> str:
+def describe_stage(td: TrialDir, stage: str) -> str:
+    """What a running stage of the trial is doing, read from its files (the training's epochs, the load
+    generator's last line)."""
     if stage == "train":
         path = td.stage_dir("train") / "history.json"
         try:
@@ -301,15 +304,16 @@ def _describe(td: TrialDir, stage: str) -> str:
             last = history["epochs"][-1]
             return f"train: epoch {last['epoch']}/{history['total_epochs']}, val. accuracy {last.get('val_accuracy', 0):.3f}"
         except (OSError, ValueError, KeyError, IndexError):
-            said = _last_line(td.stage_dir("train") / "log.txt")
+            said = last_line(td.stage_dir("train") / "log.txt")
             return f"train: {said[len('data: '):]}" if said.startswith("data: ") else "train: loading data and building the model"
     if stage == "bench":
-        return f"bench: {_last_line(td.stage_dir('bench') / 'log.txt') or 'load generator starting'}"
+        return f"bench: {last_line(td.stage_dir('bench') / 'log.txt') or 'load generator starting'}"
     return {"convert": "convert: hls4ml conversion, compile and fidelity check"}.get(stage, stage)
 
 
-def _last_line(path: Path, tail: int = 4096) -> str:
-    """The last complete line of a log (the bench stage prints a line a run and progress within one)."""
+def last_line(path: Path, tail: int = 4096) -> str:
+    """The last complete line of a log (the bench stage prints a line a run and progress within one); "" when
+    there is none."""
     try:
         with path.open("rb") as fh:
             fh.seek(max(0, path.stat().st_size - tail))

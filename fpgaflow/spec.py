@@ -510,6 +510,19 @@ class BenchmarkSpec(_Model):
         "scheduled time, its latency counted from then. Unset: closed loop, each client sends when its previous answer came.")
 
 
+EXECUTORS = ("local", "kubernetes", "slurm")
+
+
+class ExecutorSpec(_Model):
+    """Where `fpgaflow server` runs the experiment and its place in the queue (`fpgaflow run` and the operator
+    run it where they are and ignore this)."""
+
+    name: Literal["local", "kubernetes", "slurm"] | None = Field(
+        None, description="local: stage processes on the server's machine; kubernetes: the Experiment resource, run by "
+        "the operator; slurm: each stage an sbatch job. Unset: the server's default.")
+    priority: int = Field(0, ge=-100, le=100, description="Higher starts first; equal priorities start in submission order.")
+
+
 SweepValue = int | float | str | bool | list[int]  # a list sweeps model.layers
 
 
@@ -528,7 +541,7 @@ class SweepSpec(_Model):
         for key, values in params.items():
             if not values:
                 raise ValueError(f"{key} has no values")
-            if key.split(".")[0] in ("sweep", "serve", "benchmark", "preconditions", "notify"):
+            if key.split(".")[0] in ("sweep", "serve", "benchmark", "preconditions", "notify", "executor"):
                 raise ValueError(f"{key} cannot be swept (only dataset, model, train, quantize and hls fields)")
         return params
 
@@ -544,6 +557,7 @@ class ExperimentSpec(_Model):
     serve: ServeSpec = Field(default_factory=ServeSpec)
     benchmark: BenchmarkSpec = Field(default_factory=BenchmarkSpec)
     sweep: SweepSpec | None = None
+    executor: ExecutorSpec = Field(default_factory=ExecutorSpec)
 
     @model_validator(mode="after")
     def _bnn_folding(self) -> ExperimentSpec:
@@ -672,4 +686,6 @@ def spec_to_dict(spec: ExperimentSpec) -> dict:
 
 
 def spec_hash(spec: ExperimentSpec) -> str:
-    return hashlib.sha256(json.dumps(spec_to_dict(spec), sort_keys=True).encode()).hexdigest()[:16]
+    """What identifies an experiment's results: its spec, less where and when it is run (``executor``)."""
+    results = {k: v for k, v in spec_to_dict(spec).items() if k != "executor"}
+    return hashlib.sha256(json.dumps(results, sort_keys=True).encode()).hexdigest()[:16]

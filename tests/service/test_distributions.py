@@ -5,6 +5,7 @@ there says in one line which distribution a missing command needs."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import venv
@@ -64,6 +65,7 @@ def test_a_missing_service_command_names_its_distribution(operator_env):
 
 def test_every_command_is_there_where_everything_is_installed():
     listed = subprocess.run([sys.executable, "-m", "fpgaflow", "--help"], capture_output=True, text=True, check=True).stdout
-    for command in ("run", "validate", "train", "convert", "serve", "bench", "report", "generate"):
-        assert f"    {command} " in listed
+    for command in ("run", "validate", "train", "convert", "serve", "bench", "report", "generate", "server", "submit",
+                    "queue", "cancel", "watch", "logs", "resources"):
+        assert re.search(rf"^    {command}\s", listed, re.M), command
     assert "not installed" not in listed

@@ -48,7 +48,7 @@ class Killed(Exception):
 
 
 def test_a_run_killed_in_the_fixed_point_phase_resumes_there(tmp_path, monkeypatch):
-    from fpgaflow_trainer import train
+    from fpgaflow_trainer import stage
     from fpgaflow_trainer.checkpoint import Checkpointer
 
     original = Checkpointer.on_epoch_end
@@ -63,10 +63,10 @@ def test_a_run_killed_in_the_fixed_point_phase_resumes_there(tmp_path, monkeypat
     out.mkdir(parents=True)
     monkeypatch.setattr(Checkpointer, "on_epoch_end", kill_after_first_qat_checkpoint)
     with pytest.raises(Killed):
-        train.run(td, out)
+        stage.run(td, out)
     assert json.loads((out / "checkpoints" / "latest.json").read_text())["epoch"] == 3
     monkeypatch.setattr(Checkpointer, "on_epoch_end", original)
-    result = train.run(td, out)
+    result = stage.run(td, out)
     assert result["resumed_from_epoch"] == 3 and result["epochs"] == 4
     assert result["accuracy_float"] is not None, "the float accuracy came back from the checkpoint"
     rows = json.loads((out / "history.json").read_text())["epochs"]

@@ -43,13 +43,16 @@ def test_grpc_stubs_are_fresh(tmp_path):
     import subprocess
     import sys
 
+    sys.path.insert(0, str(ROOT / "protos"))
+    from generate import PACKAGES
+
     # protoc runs in its own process: its compiler and TensorFlow's protobuf runtime cannot share one
     subprocess.run([sys.executable, str(ROOT / "protos" / "generate.py"), str(tmp_path)], check=True, capture_output=True)
-    fresh = {p.name: p.read_text() for p in tmp_path.glob("*_pb2*")}
-    committed = ROOT / "services" / "inference" / "fpgaflow_inference" / "v2"
-    assert fresh, "no stubs were generated"
-    for name, text in fresh.items():
-        assert (committed / name).read_text() == text, f"services/inference/fpgaflow_inference/v2/{name} is stale: run `make proto`"
+    for package, folder in PACKAGES.values():
+        fresh = {p.name: p.read_text() for p in (tmp_path / package.replace(".", "/")).glob("*_pb2*")}
+        assert fresh, f"no stubs were generated for {package}"
+        for name, text in fresh.items():
+            assert (ROOT / folder / name).read_text() == text, f"{folder / name} is stale: run `make proto`"
 
 
 def test_v2_stubs_import_through_the_package():

@@ -18,6 +18,7 @@ PACKAGES = {
     "fpgaflow_trainer": "services/trainer/fpgaflow_trainer",
     "fpgaflow_converter": "services/converter/fpgaflow_converter",
     "fpgaflow_inference": "services/inference/fpgaflow_inference",
+    "fpgaflow_manager": "services/manager/fpgaflow_manager",
     "fpgaflow_operator": "operator/fpgaflow_operator",
     "benchmarks": "benchmarks",
 }
@@ -30,7 +31,7 @@ def test_each_package_lives_in_the_folder_its_name_says(name):
 
 
 def test_each_service_folder_is_one_distribution_with_its_dockerfile():
-    for folder in ("services/trainer", "services/converter", "services/inference", "operator"):
+    for folder in ("services/trainer", "services/converter", "services/inference", "services/manager", "operator"):
         assert (ROOT / folder / "pyproject.toml").is_file() and (ROOT / folder / "Dockerfile").is_file(), folder
 
 

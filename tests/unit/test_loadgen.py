@@ -14,16 +14,16 @@ def test_summary_percentiles_follow_the_record():
 
 def test_the_run_progress_line_is_the_bench_logs_last_line(tmp_path):
     """`fpgaflow run` shows, for a trial in its bench stage, the load generator's latest line."""
-    from fpgaflow.runner import _describe
+    from fpgaflow.runner import describe_stage
     from fpgaflow.spec import ExperimentSpec
     from fpgaflow.trial import TrialDir
 
     td = TrialDir.create(tmp_path / "t00", "x", "t00", {}, ExperimentSpec.model_validate({}))
-    assert _describe(td, "bench") == "bench: load generator starting"
+    assert describe_stage(td, "bench") == "bench: load generator starting"
     log = td.stage_dir("bench") / "log.txt"
     log.parent.mkdir(parents=True, exist_ok=True)
     log.write_text("cpu b1 x1   p50 1.0 ms\ncpu b1 x16: 3,200/8,000 requests (40%)\n")
-    assert _describe(td, "bench") == "bench: cpu b1 x16: 3,200/8,000 requests (40%)"
+    assert describe_stage(td, "bench") == "bench: cpu b1 x16: 3,200/8,000 requests (40%)"
 
 
 def test_open_loop_load_and_protocols_are_named():

@@ -13,7 +13,7 @@ from fpgaflow.trial import run_stage
 
 
 def cmd_train(args) -> int:
-    from fpgaflow_trainer.train import run
+    from fpgaflow_trainer.stage import run
 
     if not args.metrics_port:
         return run_stage("train", args.trial_dir, run, force=args.force)

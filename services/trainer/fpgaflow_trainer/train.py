@@ -1,6 +1,6 @@
-"""The `train` stage: provenance and preconditions first; then the Keras trainer (data set, scaler, the
-spec's model trained in float and, with quantize.method qat, fine-tuned in fixed point; pruned, checkpointed,
-diagnosed, its history and curves recorded) or the user's ``train.command``; notifications at the end."""
+"""The Keras trainer of the `train` stage (``fpgaflow_trainer.stage``): the data set, the scaler, the spec's model
+trained in float and, with quantize.method qat, fine-tuned in fixed point; pruned, checkpointed, diagnosed, its
+history and curves recorded."""
 
 from __future__ import annotations
 
@@ -18,21 +18,19 @@ import tensorflow as tf
 from fpgaflow.errors import Diverged
 from fpgaflow.plots import plot_training
 from fpgaflow.preprocess import Scaler
-from fpgaflow.provenance import CODE_FOLDER, git_info, host_facts, package_versions
 from fpgaflow.spec import ExperimentSpec
-from fpgaflow.trial import KERAS_ARTIFACTS, TRAINSET, TrialDir, write_json
+from fpgaflow.trial import TRAINSET, TrialDir, write_json
 from fpgaflow_trainer import qat
 from fpgaflow_trainer.checkpoint import Checkpointer, ResumedEarlyStopping, latest, latest_epoch, restore_rng
-from fpgaflow_trainer.command import run_command
-from fpgaflow_trainer.datasets import Dataset, cache_folder, load_dataset, needed_bytes, progress_printer
+from fpgaflow_trainer.datasets import Dataset, cache_folder, load_dataset, progress_printer
 from fpgaflow_trainer.diagnostics import Diagnostics
 from fpgaflow_trainer.epochstats import EpochStatistics
 from fpgaflow_trainer.hostmon import HostSampler
 from fpgaflow_trainer.model import build_model, input_threshold, model_input, prepare_binary_input
 from fpgaflow_trainer.monitor import MetricsReporter, TrainingMetrics
-from fpgaflow_trainer.notify import notify_trial
 from fpgaflow_trainer.preconditions import check, estimate_training_seconds
 from fpgaflow_trainer.pruning import Pruner
+from fpgaflow_trainer.stage import Host
 
 GRADIENT_PROBE = 1024  # training samples of the batch whose gradient norm is recorded each epoch
 
@@ -77,43 +75,8 @@ def validation_split(n: int, fraction: float) -> int:
     return int(math.floor(n * (1.0 - fraction)))
 
 
-def run(trial: TrialDir, out: Path, metrics_address: tuple[str, int] | None = None) -> dict:
-    """The train stage: the Keras trainer, or the spec's ``train.command``; notifications as the spec asks.
-    With ``metrics_address`` (host, port) live metrics are served there."""
-    spec = trial.spec()
-    gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
-    write_json(out / "git.json", {"code": git_info(CODE_FOLDER), "fpgaflow": package_versions(("fpgaflow",))["fpgaflow"]})
-    host = Host(out / "host.json", host_facts(out, gpus))
-    host.write()
-    try:
-        cache = data_cache(trial)
-        needs = (cache, needed_bytes(spec.dataset, cache)) if spec.train.command is None else None
-        host.facts["preconditions"] = check(spec, out, gpus, dataset=needs)  # before anything is loaded or made
-        host.write()
-        if spec.train.command is not None:
-            result = run_command(trial, out, spec.train.command)
-            result["convertible"] = all((out / name).exists() for name in KERAS_ARTIFACTS)
-        else:
-            result = train_keras(trial, spec, out, metrics_address, host)
-    except Diverged as exc:
-        notify_trial(trial, out, "Diverged", error=exc)
-        raise
-    except Exception as exc:
-        notify_trial(trial, out, "Failed", error=exc)
-        raise
-    notify_trial(trial, out, "Succeeded", result=result)
-    return result
-
-
-@dataclass
-class Host:
-    """host.json: the machine's facts, the preconditions checked, the resources sampled while training."""
-
-    path: Path
-    facts: dict
-
-    def write(self) -> None:
-        write_json(self.path, self.facts)
+def list_gpus() -> list[str]:
+    return [d.name for d in tf.config.list_physical_devices("GPU")]
 
 
 def planned_epochs(spec: ExperimentSpec) -> int:

@@ -1,0 +1,90 @@
+"""The experiment manager's pure parts: the queue's order and admission under the limits, the run wrapper's lock,
+and the listening rules of `fpgaflow server`."""
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from fpgaflow.errors import ConfigError
+from fpgaflow_manager.job import LOCKED, is_locked, try_lock
+from fpgaflow_manager.queue import Limits, ordered, plan
+from fpgaflow_manager.server import ListenSettings
+
+
+def entry(id, name=None, state="Queued", executor="local", priority=0, slots=1, submitted=None):
+    return {"id": id, "name": name or f"e{id}", "state": state, "executor": executor, "priority": priority,
+            "slots": slots, "submitted": submitted if submitted is not None else float(id)}
+
+
+def test_higher_priority_starts_first_then_earlier_submission():
+    entries = [entry(1), entry(2, priority=5), entry(3), entry(4, priority=5, submitted=0.5)]
+    assert [e["id"] for e in ordered(entries)] == [4, 2, 1, 3]
+
+
+def test_the_limits_admit_in_order_and_say_why_the_others_wait():
+    entries = [entry(1, state="Running", slots=2), entry(2), entry(3), entry(4)]
+    p = plan(entries, Limits(max_slots=3))
+    assert [e["id"] for e in p.start] == [2]
+    assert p.positions == {2: 1, 3: 2, 4: 3}
+    assert p.waiting[3] == "waits for 1 local trial slot: 3 of 3 in use"
+    assert p.waiting[4] == "behind 'e3', which waits for local trial slots"
+
+
+def test_an_executor_limit_holds_its_own_entries_only():
+    entries = [entry(1, state="Running"), entry(2), entry(3, executor="slurm")]
+    p = plan(entries, Limits(max_slots=4, per_executor={"local": 1}))
+    assert [e["id"] for e in p.start] == [3]
+    assert "1 of 1 in use" in p.waiting[2]
+
+
+def test_no_back_filling_a_large_experiment_is_not_starved():
+    entries = [entry(1, state="Running", slots=2), entry(2, slots=3), entry(3, slots=1)]
+    p = plan(entries, Limits(max_slots=4))
+    assert p.start == [] and "behind 'e2'" in p.waiting[3]
+
+
+def test_an_unavailable_executor_holds_nobody_else():
+    entries = [entry(1, executor="slurm"), entry(2)]
+    p = plan(entries, Limits(max_slots=2), unavailable={"slurm": "sinfo failed"})
+    assert [e["id"] for e in p.start] == [2]
+    assert p.waiting[1] == "executor slurm is unavailable: sinfo failed"
+
+
+def test_a_run_holds_its_lock_and_a_second_attempt_starts_nothing(tmp_path):
+    lock, exit_file = tmp_path / "run.lock", tmp_path / "exit-1.json"
+    first = subprocess.Popen([sys.executable, "-m", "fpgaflow_manager.job", "--lock", str(lock), "--exit-file",
+                              str(exit_file), "--", sys.executable, "-c", "import time; time.sleep(3)"])
+    try:
+        deadline = time.monotonic() + 10
+        while not is_locked(lock) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert is_locked(lock)
+        second = subprocess.run([sys.executable, "-m", "fpgaflow_manager.job", "--lock", str(lock), "--exit-file",
+                                 str(tmp_path / "exit-2.json"), "--", "touch", str(tmp_path / "ran")],
+                                capture_output=True, text=True, timeout=30)
+        assert second.returncode == LOCKED and "nothing started" in second.stderr
+        assert not (tmp_path / "exit-2.json").exists() and not (tmp_path / "ran").exists()
+    finally:
+        first.wait(timeout=30)
+    assert not is_locked(lock) and exit_file.read_text().startswith('{"code": 0')
+    fd = try_lock(lock)
+    assert fd is not None
+    os.close(fd)
+
+
+def test_listening_beyond_loopback_needs_a_token_or_client_certificates(tmp_path):
+    ListenSettings(host="127.0.0.1").check()
+    ListenSettings(host="::1").check()
+    with pytest.raises(ConfigError, match="needs a token"):
+        ListenSettings(host="0.0.0.0").check()
+    token = tmp_path / "token"
+    token.write_text("short")
+    ListenSettings(host="0.0.0.0", token_file=token).check()
+    with pytest.raises(ConfigError, match="too short"):
+        ListenSettings(host="0.0.0.0", token_file=token).token(tmp_path)
+    with pytest.raises(ConfigError, match="both a certificate"):
+        ListenSettings(tls_cert=tmp_path / "c.pem").check()
+    assert len(ListenSettings().token(tmp_path) or "") >= 32, "on loopback without a token file, a new one"
