@@ -89,6 +89,21 @@ def cmd_run(args) -> int:
     return 0 if all(s["phase"] == "Succeeded" for s in summaries) else 1
 
 
+def cmd_serve_bench(args) -> int:
+    from fpgaflow.runner import LocalRunner, RunSettings
+    from fpgaflow.trial import TrialDir
+
+    td = TrialDir(Path(args.trial_dir))
+    runner = LocalRunner.of_trial(td, RunSettings(home=td.root.resolve().parents[2], prometheus=False))
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        runner.serve_and_bench(td, td.spec().serve.targets)
+    finally:
+        runner.procs.stop_all()
+    return 0
+
+
 def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
@@ -209,6 +224,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the manifest folder's git state as JSON, when the manifest is a copy (fpgaflow server passes its submitter's)")
     home(p)
     p.set_defaults(fn=cmd_run)
+
+    p = sub.add_parser("serve-bench", help="a trial's servers and its bench stage against them, on this machine "
+                       "(what a batch job of fpgaflow server's Slurm executor runs)")
+    add_stage_arguments(p)
+    p.set_defaults(fn=cmd_serve_bench)
 
     add_service_commands(sub)
 

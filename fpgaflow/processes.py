@@ -8,9 +8,31 @@ import signal
 import socket
 import subprocess
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 from fpgaflow.errors import StageError
+
+
+class Launched(Protocol):
+    """What the runner follows of a command it started: a subprocess.Popen, or a batch job that acts like one
+    (a Slurm job: ``fpgaflow_manager.executors.slurm``); ``wait`` raises subprocess.TimeoutExpired as Popen's."""
+
+    returncode: int | None
+
+    def poll(self) -> int | None: ...
+
+    def send_signal(self, sig: int) -> None: ...
+
+    def kill(self) -> None: ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
+
+
+# (command, log file, environment) -> the started command; the runner's stages go through one when its
+# settings name one (RunSettings.stage_launcher), else they are local subprocesses
+Launcher = Callable[[list[str], Path, dict[str, str]], Launched]
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -23,23 +45,28 @@ class Processes:
     """Every child the runner started, so that all of them can be stopped, whatever happens."""
 
     def __init__(self):
-        self._procs: list[subprocess.Popen] = []
+        self._procs: list[Launched] = []
         self._lock = threading.Lock()
         self.cancelled = threading.Event()
 
-    def start(self, cmd: list[str], log: Path) -> subprocess.Popen:
+    def start(self, cmd: list[str], log: Path, launcher: Launcher | None = None) -> Launched:
+        """Start ``cmd`` with its output appended to ``log``: a local subprocess, or through ``launcher``."""
         if self.cancelled.is_set():
             raise StageError("the run was cancelled")
         log.parent.mkdir(parents=True, exist_ok=True)
-        with log.open("ab") as fh:
-            env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
-            proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+        proc: Launched
+        if launcher is not None:
+            proc = launcher(cmd, log, env)
+        else:
+            with log.open("ab") as fh:
+                proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
         with self._lock:
             self._procs.append(proc)
         return proc
 
     @staticmethod
-    def stop(proc: subprocess.Popen, grace: float = 15.0) -> None:
+    def stop(proc: Launched, grace: float = 15.0) -> None:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             try:

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from fpgaflow.errors import StageError, StaleResult
 from fpgaflow.plan import Trial, plan_trials
-from fpgaflow.processes import Processes, free_port
+from fpgaflow.processes import Launched, Launcher, Processes, free_port
 from fpgaflow.provenance import git_info
 from fpgaflow.report import write_report
 from fpgaflow.spec import Experiment, spec_hash
@@ -41,6 +40,10 @@ class RunSettings:
     replace: bool = False
     prometheus: bool = True  # a local Prometheus scrapes the run's trainers and servers (`fpgaflow run --no-prometheus`: off)
     git: dict | None = None  # the manifest folder's git state when the manifest came from elsewhere (fpgaflow server)
+    # where the stages run: None, local subprocesses; a launcher (a batch system's, fpgaflow server's Slurm
+    # executor) runs train and convert each as its own job, and serve-and-bench as one (`fpgaflow serve-bench`),
+    # since the servers and their load generator share a machine
+    stage_launcher: Launcher | None = None
 
 
 ProgressFn = Callable[[str, str], None]  # (trial name, what it is doing now); trial "": a note about the whole run
@@ -60,6 +63,16 @@ class LocalRunner:
         self.timeline: list[dict] = []  # what ran when, written beside the report
         self.prometheus: LocalPrometheus | None = None  # the run's Prometheus while it runs
         self.live_metrics: dict[str, Path] = {}  # what it left: panels.json, prometheus.csv, prometheus.png
+
+    @classmethod
+    def of_trial(cls, td: TrialDir, settings: RunSettings) -> LocalRunner:
+        """The runner of the experiment that holds trial folder ``td`` (its experiment.json), to run one of its
+        steps where the trial is (`fpgaflow serve-bench` in a batch job)."""
+        from fpgaflow.spec import parse_experiment
+
+        meta = read_json(td.root.parent / "experiment.json")
+        experiment = parse_experiment(meta["manifest"], str(td.root.parent / "experiment.json"))
+        return cls(experiment, Path(meta.get("manifest_path") or td.root.parent), settings)
 
     # ---------------------------------------------------------------- preparation
     def prepare(self) -> None:
@@ -86,26 +99,29 @@ class LocalRunner:
 
     # ---------------------------------------------------------------- stages
     def _stage(self, td: TrialDir, stage: str) -> None:
-        if td.done(stage):
+        """One stage command of the trial (``fpgaflow STAGE --trial-dir D``), or with a stage launcher the
+        trial's serve-and-bench (``fpgaflow serve-bench``, whose result is the bench stage's)."""
+        result = "bench" if stage == "serve-bench" else stage
+        if td.done(result):
             return
-        log = td.stage_dir(stage) / "log.txt"
+        log = td.stage_dir("serve" if stage == "serve-bench" else stage) / "log.txt"
         cmd = [self.settings.python, "-m", "fpgaflow", stage, "--trial-dir", str(td.root)]
         prometheus = self.prometheus if stage == "train" else None
         scraped = self._scrape_training(prometheus, td, cmd) if prometheus else None
         started = time.time()
-        proc = self.procs.start(cmd, log)
+        proc = self.procs.start(cmd, log, self.settings.stage_launcher)
         while proc.poll() is None:
-            self.progress(td.root.name, describe_stage(td, stage))
+            self.progress(td.root.name, describe_stage(td, result))
             time.sleep(0.5)
         if prometheus and scraped:
             prometheus.remove_target(scraped[0], scraped[1])
         self.timeline.append({"trial": td.root.name, "stage": stage, "start": started, "end": time.time(),
                               "exit_code": proc.returncode})
         if proc.returncode != 0:
-            error = td.error(stage) or {"reason": "StageFailed", "message": f"{stage} exited with {proc.returncode}; see {log}"}
+            error = td.error(result) or {"reason": "StageFailed", "message": f"{stage} exited with {proc.returncode}; see {log}"}
             raise StageError(error["message"], reason=error["reason"])
 
-    def _start_server(self, td: TrialDir, target: str) -> tuple[subprocess.Popen, dict]:
+    def _start_server(self, td: TrialDir, target: str) -> tuple[Launched, dict]:
         port, metrics_port = free_port(self.settings.host), free_port(self.settings.host)
         out = td.stage_dir("serve") / target
         (out / "error.json").unlink(missing_ok=True)
@@ -120,7 +136,7 @@ class LocalRunner:
         return self.procs.start(cmd, out / "log.txt"), {"address": f"{self.settings.host}:{port}",
                                                          "metrics": f"http://{self.settings.host}:{metrics_port}/metrics"}
 
-    def _await_server(self, td: TrialDir, target: str, proc: subprocess.Popen, endpoint: dict) -> dict:
+    def _await_server(self, td: TrialDir, target: str, proc: Launched, endpoint: dict) -> dict:
         out = td.stage_dir("serve") / target
         deadline = time.monotonic() + self.settings.server_start_timeout
         while time.monotonic() < deadline:
@@ -138,9 +154,18 @@ class LocalRunner:
     def _serve_and_bench(self, td: TrialDir, trial: Trial) -> None:
         if td.done("bench"):
             return
+        if self.settings.stage_launcher is not None:
+            self._stage(td, "serve-bench")
+            return
+        self.serve_and_bench(td, trial.spec.serve.targets)
+
+    def serve_and_bench(self, td: TrialDir, targets: Sequence[str]) -> None:
+        """The trial's servers on this machine, the bench stage against them, the servers stopped."""
+        if td.done("bench"):
+            return
         self.progress(td.root.name, "waiting for the benchmark slot")
         with self._bench_lock:
-            started = [(t, *self._start_server(td, t)) for t in trial.spec.serve.targets]
+            started = [(t, *self._start_server(td, t)) for t in targets]
             try:
                 endpoints = {t: self._await_server(td, t, proc, ep) for t, proc, ep in started}
                 write_json(td.stage_dir("serve") / "endpoints.json", endpoints)

@@ -120,7 +120,7 @@ def test_run_store_lists_shows_and_exports(tiny_run):
     stored = RunStore(tiny_run["home"]).experiment("tiny-jets")["trials"][0]["results"]["provenance"]
     assert stored == {"git": git, "host": host}
     missing = fpgaflow("show", "nope", "--home", home, check=False)
-    assert missing.returncode == 1 and "no experiment named 'nope'" in missing.stderr
+    assert missing.returncode == 2 and "no experiment named 'nope'" in missing.stderr
 
 
 def test_fpga_endpoint_equals_hls4ml_predict_exactly(tiny_run, servers, testset):

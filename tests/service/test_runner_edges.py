@@ -128,3 +128,18 @@ def test_sweep_runs_every_trial_in_parallel_and_benchmarks_one_at_a_time(tmp_pat
     assert most_at_once(stages) <= 2, "no more than parallelTrials stages at once"
     benches = [spans[(t, "bench")] for t in ("t00", "t01", "t02", "t03")]
     assert not any(overlap(a, b) for i, a in enumerate(benches) for b in benches[i + 1:]), "benchmarks overlapped"
+
+
+def test_serve_bench_serves_and_benchmarks_a_converted_trial_where_it_is(tiny_run, tmp_path):
+    """`fpgaflow serve-bench --trial-dir D`: what a batch job runs for a trial whose train and convert stages ran
+    as jobs of their own: the servers on its machine, the bench stage against them, every server stopped."""
+    home = tmp_path / "home"
+    shutil.copytree(tiny_run["home"], home)
+    trial = home / "experiments" / "tiny-jets" / "t00"
+    for stage in ("serve", "bench"):
+        shutil.rmtree(trial / stage)
+    fpgaflow("serve-bench", "--trial-dir", str(trial))
+    results = json.loads((trial / "bench" / "result.json").read_text())
+    assert results and json.loads((trial / "serve" / "endpoints.json").read_text())["fpga"]["status"] == "ready"
+    leftovers = subprocess.run(["pgrep", "-f", str(home)], capture_output=True, text=True).stdout.split()
+    assert leftovers == [], f"processes left behind: {leftovers}"
