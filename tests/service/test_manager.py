@@ -58,11 +58,11 @@ def manifest(folder: Path, name: str, epochs: int = 1, priority: int = 0, extra:
 class Server:
     """`fpgaflow server` on a free loopback port over ``home``; its runs' trainings log to ``starts``."""
 
-    def __init__(self, folder: Path, *args: str, epoch_seconds: float = 0.2):
+    def __init__(self, folder: Path, *args: str, epoch_seconds: float = 0.2, env: dict[str, str] | None = None):
         self.folder, self.args = folder, args
         self.home = folder / "home"
         self.starts = folder / "starts.txt"
-        self.env = {**os.environ, "FPGAFLOW_TEST_STARTS": str(self.starts),
+        self.env = {**os.environ, **(env or {}), "FPGAFLOW_TEST_STARTS": str(self.starts),
                     "FPGAFLOW_TEST_EPOCH_SECONDS": str(epoch_seconds)}
         (folder / "train.py").write_text(TRAIN_SCRIPT)
         self.proc: subprocess.Popen | None = None

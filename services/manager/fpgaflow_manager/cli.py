@@ -9,12 +9,16 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fpgaflow.cli import home_folder
 from fpgaflow.errors import ConfigError, FpgaflowError
 
+if TYPE_CHECKING:
+    from fpgaflow_manager.executors import Executor
+
 EXECUTOR_NOTES = {"kubernetes": "the Kubernetes executor is not part of this version yet",
-                  "slurm": "the Slurm executor is not part of this version yet"}
+                  "slurm": "the server was not started with --slurm"}
 
 
 def _limits(args):
@@ -29,17 +33,36 @@ def _limits(args):
     return Limits(max_slots=args.max_trials or len(os.sched_getaffinity(0)), per_executor=per)
 
 
-def cmd_server(args) -> int:
-    from fpgaflow_manager.executors import Executor
+def _executors(args, home: Path) -> tuple[dict[str, Executor], dict[str, str]]:
+    """The executors the server runs on, and why each other one is not there. The Slurm executor's client tools
+    find their cluster through this process's environment (SLURM_CONF), which its runs inherit."""
     from fpgaflow_manager.executors.local import LocalExecutor
+
+    executors: dict[str, Executor] = {"local": LocalExecutor(home, live_metrics=args.live_metrics)}
+    notes = dict(EXECUTOR_NOTES)
+    if args.slurm:
+        from fpgaflow_manager.executors.slurm import SlurmExecutor, SlurmSettings
+
+        if args.slurm_cpus < 1 or args.slurm_max_resubmits < 0:
+            raise ConfigError("--slurm-cpus must be 1 or more and --slurm-max-resubmits 0 or more")
+        executors["slurm"] = SlurmExecutor(home, SlurmSettings(
+            partition=args.slurm_partition, cpus=args.slurm_cpus, memory=args.slurm_memory,
+            max_resubmits=args.slurm_max_resubmits))
+        del notes["slurm"]
+    if args.executor not in executors:
+        raise ConfigError(f"--executor {args.executor}: {notes.get(args.executor, 'not configured')}")
+    return executors, notes
+
+
+def cmd_server(args) -> int:
     from fpgaflow_manager.manager import Manager, ManagerSettings
     from fpgaflow_manager.server import ListenSettings, serve
 
     home = home_folder(args).resolve()
-    executors: dict[str, Executor] = {"local": LocalExecutor(home, live_metrics=args.live_metrics)}
+    executors, notes = _executors(args, home)
     settings = ManagerSettings(home=home, limits=_limits(args), default_executor=args.executor,
                                allow_train_command=args.allow_train_command, max_attempts=args.max_attempts,
-                               min_free_disk=int(args.min_free_disk_mib * 2**20), executor_notes=EXECUTOR_NOTES)
+                               min_free_disk=int(args.min_free_disk_mib * 2**20), executor_notes=notes)
     listen = ListenSettings(host=args.host, port=args.port, token_file=args.token_file, tls_cert=args.tls_cert,
                             tls_key=args.tls_key, tls_client_ca=args.tls_client_ca)
     manager = Manager(settings, executors)
@@ -179,12 +202,14 @@ def _client_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("server", help="a persistent queue of Experiments, run on local processes (Kubernetes and Slurm to come)")
+    p = sub.add_parser("server", help="a persistent queue of Experiments, run on local processes or as Slurm jobs "
+                       "(--slurm)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback; any other needs "
                    "--token-file or --tls-client-ca)")
     p.add_argument("--port", type=int, default=7750, help="port (0: any free one; the address goes to server.json)")
     p.add_argument("--home", help="run store folder (default: $FPGAFLOW_HOME or ./fpgaflow-runs)")
-    p.add_argument("--executor", default="local", choices=["local"], help="executor of manifests that name none")
+    p.add_argument("--executor", default="local", choices=["local", "slurm"],
+                   help="executor of manifests that name none (slurm: with --slurm)")
     p.add_argument("--max-trials", type=int, help="trial slots running at once, all executors (default: the CPUs)")
     p.add_argument("--limit", action="append", metavar="EXECUTOR=N", help="an executor's own trial slots (repeat)")
     p.add_argument("--max-attempts", type=int, default=3, help="starts of one submission: a lost run is resumed")
@@ -197,6 +222,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tls-cert", type=Path, help="serve TLS with this certificate")
     p.add_argument("--tls-key", type=Path, help="the key of --tls-cert")
     p.add_argument("--tls-client-ca", type=Path, help="require client certificates signed by this CA")
+    p.add_argument("--slurm", action="store_true", help="the Slurm executor: each stage a batch job (the cluster "
+                   "is the one the Slurm client tools find: $SLURM_CONF; the run store must be on a file system "
+                   "the nodes share)")
+    p.add_argument("--slurm-partition", help="partition of the jobs (default: the cluster's default)")
+    p.add_argument("--slurm-cpus", type=int, default=2, help="CPUs of each job (default 2)")
+    p.add_argument("--slurm-memory", help="memory of each job, as sbatch --mem takes it, e.g. 4G "
+                   "(default: the cluster's, DefMemPerCPU)")
+    p.add_argument("--slurm-max-resubmits", type=int, default=3,
+                   help="submissions again of a job Slurm killed (time limit, preemption, node failure); the "
+                   "stage resumes from its checkpoint")
     p.set_defaults(fn=cmd_server)
 
     p = sub.add_parser("submit", help="queue Experiment manifests on fpgaflow server")

@@ -55,9 +55,13 @@ class LocalExecutor:
     def log_path(self, entry: dict, folder: Path) -> Path:
         return folder / "run.log"
 
+    def command(self, entry: dict, folder: Path) -> list[str]:
+        """What one attempt runs under the job wrapper: `fpgaflow run` here (the Slurm executor's driver there)."""
+        return run_command(folder / "manifest.json", self.home, replace=entry["replace_results"],
+                           git_file=folder / "git.json", live_metrics=self.live_metrics, python=self.python)
+
     def start(self, entry: dict, folder: Path) -> dict:
-        run = run_command(folder / "manifest.json", self.home, replace=entry["replace_results"],
-                          git_file=folder / "git.json", live_metrics=self.live_metrics, python=self.python)
+        run = self.command(entry, folder)
         with self.log_path(entry, folder).open("ab") as log:
             log.write(f"--- attempt {entry['attempt']} started {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
             log.flush()
