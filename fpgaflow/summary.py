@@ -51,6 +51,20 @@ def trial_summary(trial: TrialDir) -> dict:
     return summary
 
 
+def record_summary(record: dict, where: str) -> dict:
+    """A trial's summary from the run store's row alone (``RunStore.experiment``'s "trials"), for a trial whose
+    folder is elsewhere (on a cluster's artifacts volume): its phase, stage, accuracies, and the results the row
+    keeps (the benchmark and estimate as the Experiment's status gave them)."""
+    results = record.get("results") or {}
+    return {"name": record["name"], "parameters": record.get("parameters") or {}, "phase": record.get("phase"),
+            "stage": record.get("stage"), "reason": record.get("reason"), "message": record.get("message"),
+            "stages": [], "note": f"its folder is {where}",
+            "accuracy": {"float": record.get("accuracy_float"), "fixed": None, "emulated": record.get("accuracy_emulated")},
+            "argmax_agreement": record.get("argmax_agreement"), "fidelity": None, "dataset": None, "benchmark": None,
+            "timing": None, "retrained": None, "estimate": results.get("estimate"), "reuse_factor_corrections": [],
+            "provenance": None, "results": results}
+
+
 def experiment_facts(folder: Path) -> dict:
     """The report's header lines, from experiment.json: the manifest, the folder, the git commit."""
     meta = read_json(folder / "experiment.json")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from fpgaflow.errors import AlreadyQueued, SpecError, StoreFull, Unauthenticated
+from fpgaflow.errors import AlreadyQueued, ServerUnavailable, SpecError, StoreFull, Unauthenticated
 from fpgaflow_manager.client import Connection, ManagerClient, connection
 from fpgaflow_manager.executors.local import group_alive
 from tests.conftest import fpgaflow
@@ -350,3 +350,30 @@ def test_two_hundred_manifests_at_once_all_run_under_the_limits(server, tmp_path
           f"all done in {wall:.1f} s; a run took {busy / n:.2f} s on average; queue overhead "
           f"{overhead:.2f} s of slot time per experiment")
     assert sorted(srv.runs_started()) == sorted(f"tiny-{i:03d} start 0" for i in range(n)), "each ran once"
+
+
+def certificates(folder: Path) -> dict[str, Path]:
+    """A CA, and a server and a client certificate it signed (openssl), for 127.0.0.1."""
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=folder)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "1",
+            "-subj", "/CN=fpgaflow test CA")
+    (folder / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    for who in ("server", "client"):
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{who}.key", "-out", f"{who}.csr", "-subj", f"/CN={who}")
+        openssl("x509", "-req", "-in", f"{who}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out",
+                f"{who}.pem", "-days", "1", "-extfile", "san.ext")
+    return {name: folder / name for name in ("ca.pem", "server.pem", "server.key", "client.pem", "client.key")}
+
+
+@pytest.mark.slow
+def test_with_client_certificates_only_a_certified_client_gets_in(server, tmp_path):
+    certs = certificates(tmp_path)
+    srv = server("--tls-cert", str(certs["server.pem"]), "--tls-key", str(certs["server.key"]), "--tls-client-ca",
+                 str(certs["ca.pem"]))
+    with srv.client(tls_ca=certs["ca.pem"]) as client, pytest.raises(ServerUnavailable):
+        client.submit(manifest(tmp_path, "uncertified"))  # the TLS handshake fails: no call reaches the server
+    with srv.client(tls_ca=certs["ca.pem"], tls_cert=certs["client.pem"], tls_key=certs["client.key"]) as client:
+        assert client.submit(manifest(tmp_path, "certified"))["name"] == "certified"
+        assert [e["name"] for e in client.queue(all=True)["entries"]] == ["certified"]

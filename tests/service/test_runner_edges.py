@@ -38,8 +38,10 @@ def test_ctrl_c_stops_every_process(tiny_run, tmp_path):
     trial = home / "experiments" / "tiny-jets" / "t00"
     for stage in ("serve", "bench"):
         shutil.rmtree(trial / stage)
+    # SIGINT as a terminal's Ctrl-C delivers it, even where this test runs in a background job (which ignores it)
     proc = subprocess.Popen([sys.executable, "-m", "fpgaflow", "run", str(tiny_run["manifest"]), "--home", str(home)],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 180
         while not (trial / "bench" / "log.txt").exists():  # servers are up once the benchmark starts

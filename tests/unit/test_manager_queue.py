@@ -88,3 +88,18 @@ def test_listening_beyond_loopback_needs_a_token_or_client_certificates(tmp_path
     with pytest.raises(ConfigError, match="both a certificate"):
         ListenSettings(tls_cert=tmp_path / "c.pem").check()
     assert len(ListenSettings().token(tmp_path) or "") >= 32, "on loopback without a token file, a new one"
+
+
+def test_kubernetes_quantities_and_status_rows():
+    from fpgaflow_manager.executors.kubernetes import progress_lines, quantity, trial_rows
+
+    assert quantity("2") == 2 and quantity("1500m") == 1.5 and quantity("4Gi") == 4 * 2**30
+    assert quantity("128974848") == 128974848 and quantity("1k") == 1000 and quantity(None) == 0
+    status = {"phase": "Running", "trials": [{"name": "t00", "parameters": {"hls.reuseFactor": "4"}, "phase": "Running",
+                                              "stage": "convert", "accuracy": {"float": 0.7},
+                                              "benchmark": {"cpu@1": {"p50Ms": 1.0}}}]}
+    [row] = trial_rows(status)
+    assert row["accuracy_float"] == 0.7 and row["accuracy_emulated"] is None and row["stage"] == "convert"
+    assert row["results"] == {"accuracy": {"float": 0.7}, "benchmark": {"cpu@1": {"p50Ms": 1.0}}}
+    assert progress_lines({}, status) == ["experiment Running", "t00: Running (convert)"]
+    assert progress_lines(status, status) == []

@@ -17,7 +17,7 @@ from fpgaflow.errors import ConfigError, FpgaflowError
 if TYPE_CHECKING:
     from fpgaflow_manager.executors import Executor
 
-EXECUTOR_NOTES = {"kubernetes": "the Kubernetes executor is not part of this version yet",
+EXECUTOR_NOTES = {"kubernetes": "the server was not started with --kubernetes",
                   "slurm": "the server was not started with --slurm"}
 
 
@@ -49,6 +49,11 @@ def _executors(args, home: Path) -> tuple[dict[str, Executor], dict[str, str]]:
             partition=args.slurm_partition, cpus=args.slurm_cpus, memory=args.slurm_memory,
             max_resubmits=args.slurm_max_resubmits))
         del notes["slurm"]
+    if args.kubernetes:
+        from fpgaflow_manager.executors.kubernetes import KubernetesExecutor
+
+        executors["kubernetes"] = KubernetesExecutor(home, args.kube_namespace, args.kubeconfig)
+        del notes["kubernetes"]
     if args.executor not in executors:
         raise ConfigError(f"--executor {args.executor}: {notes.get(args.executor, 'not configured')}")
     return executors, notes
@@ -202,14 +207,14 @@ def _client_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("server", help="a persistent queue of Experiments, run on local processes or as Slurm jobs "
-                       "(--slurm)")
+    p = sub.add_parser("server", help="a persistent queue of Experiments, run on local processes, as Slurm jobs "
+                       "(--slurm) or by the Kubernetes operator (--kubernetes)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback; any other needs "
                    "--token-file or --tls-client-ca)")
     p.add_argument("--port", type=int, default=7750, help="port (0: any free one; the address goes to server.json)")
     p.add_argument("--home", help="run store folder (default: $FPGAFLOW_HOME or ./fpgaflow-runs)")
-    p.add_argument("--executor", default="local", choices=["local", "slurm"],
-                   help="executor of manifests that name none (slurm: with --slurm)")
+    p.add_argument("--executor", default="local", choices=["local", "slurm", "kubernetes"],
+                   help="executor of manifests that name none (slurm: with --slurm; kubernetes: with --kubernetes)")
     p.add_argument("--max-trials", type=int, help="trial slots running at once, all executors (default: the CPUs)")
     p.add_argument("--limit", action="append", metavar="EXECUTOR=N", help="an executor's own trial slots (repeat)")
     p.add_argument("--max-attempts", type=int, default=3, help="starts of one submission: a lost run is resumed")
@@ -232,6 +237,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--slurm-max-resubmits", type=int, default=3,
                    help="submissions again of a job Slurm killed (time limit, preemption, node failure); the "
                    "stage resumes from its checkpoint")
+    p.add_argument("--kubernetes", action="store_true", help="the Kubernetes executor: each run an Experiment "
+                   "resource that the operator runs (helm install the chart first); its status is copied into the run store")
+    p.add_argument("--kube-namespace", default="fpgaflow", help="namespace of the Experiments (default fpgaflow, the chart's)")
+    p.add_argument("--kubeconfig", type=Path, help="the cluster (default: $KUBECONFIG, ~/.kube/config, or in-cluster)")
     p.set_defaults(fn=cmd_server)
 
     p = sub.add_parser("submit", help="queue Experiment manifests on fpgaflow server")
