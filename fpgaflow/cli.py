@@ -11,9 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
-import threading
 import time
 from importlib import metadata
 from pathlib import Path
@@ -57,6 +55,7 @@ def cmd_validate(args) -> int:
 def cmd_run(args) -> int:
     from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 
+    from fpgaflow.processes import interrupt_on_sigterm
     from fpgaflow.report import print_report
     from fpgaflow.runner import LocalRunner, RunSettings
     from fpgaflow.spec import load_experiment
@@ -66,10 +65,7 @@ def cmd_run(args) -> int:
     console = _console()
     git = json.loads(Path(args.git_info).read_text()) if args.git_info else None
     settings = RunSettings(home=home_folder(args), replace=args.replace, prometheus=not args.no_prometheus, git=git)
-    # a SIGTERM (a cancel from `fpgaflow server`, Slurm's time limit) stops the run as Ctrl-C does: every
-    # process it started is stopped and the experiment is marked interrupted
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _interrupt)
+    interrupt_on_sigterm()  # a cancel stops the run as Ctrl-C does; the experiment is marked interrupted
     with Progress(SpinnerColumn(), TextColumn("{task.fields[trial]}"), TextColumn("{task.description}"),
                   TimeElapsedColumn(), console=console, transient=False) as progress:
         tasks: dict[str, TaskID] = {}
@@ -90,22 +86,18 @@ def cmd_run(args) -> int:
 
 
 def cmd_serve_bench(args) -> int:
+    from fpgaflow.processes import interrupt_on_sigterm
     from fpgaflow.runner import LocalRunner, RunSettings
     from fpgaflow.trial import TrialDir
 
     td = TrialDir(Path(args.trial_dir))
     runner = LocalRunner.of_trial(td, RunSettings(home=td.root.resolve().parents[2], prometheus=False))
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _interrupt)
+    interrupt_on_sigterm()
     try:
         runner.serve_and_bench(td, td.spec().serve.targets)
     finally:
         runner.procs.stop_all()
     return 0
-
-
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
 
 
 def cmd_list(args) -> int:

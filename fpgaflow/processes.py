@@ -35,6 +35,13 @@ class Launched(Protocol):
 Launcher = Callable[[list[str], Path, dict[str, str]], Launched]
 
 
+def interrupt_on_sigterm() -> None:
+    """Make a SIGTERM (a cancel from `fpgaflow server`, a batch system's time limit) stop this process as
+    Ctrl-C does: KeyboardInterrupt, so the runner stops every process it started. Main thread only."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))

@@ -9,3 +9,6 @@ run by an executor (local processes, Kubernetes through the operator, Slurm thro
 - ``server`` and ``client``: the gRPC boundary (protos/fpgaflow_manager.proto), its authentication and its
   errors, mapped once each way.
 """
+
+DEFAULT_PORT = 7750  # where `fpgaflow server` listens, and its clients call, unless told otherwise
+SERVER_FILE = "server.json"  # in the run store: the local server's address and token

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from fpgaflow.cli import home_folder
 from fpgaflow.errors import ConfigError, FpgaflowError
+from fpgaflow_manager import DEFAULT_PORT
 
 if TYPE_CHECKING:
     from fpgaflow_manager.executors import Executor
@@ -211,7 +212,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "(--slurm) or by the Kubernetes operator (--kubernetes)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback; any other needs "
                    "--token-file or --tls-client-ca)")
-    p.add_argument("--port", type=int, default=7750, help="port (0: any free one; the address goes to server.json)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (0: any free one; the address goes to server.json)")
     p.add_argument("--home", help="run store folder (default: $FPGAFLOW_HOME or ./fpgaflow-runs)")
     p.add_argument("--executor", default="local", choices=["local", "slurm", "kubernetes"],
                    help="executor of manifests that name none (slurm: with --slurm; kubernetes: with --kubernetes)")

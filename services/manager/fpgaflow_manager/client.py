@@ -36,11 +36,10 @@ from fpgaflow.errors import (
     Unauthenticated,
 )
 from fpgaflow.provenance import git_info
+from fpgaflow_manager import DEFAULT_PORT, SERVER_FILE
 from fpgaflow_manager.rpc import fpgaflow_manager_pb2 as pb
 from fpgaflow_manager.rpc import fpgaflow_manager_pb2_grpc as pb_grpc
 
-DEFAULT_PORT = 7750
-SERVER_FILE = "server.json"  # in the run store: the local server's address and token
 ERRORS: dict[grpc.StatusCode, type[FpgaflowError]] = {
     grpc.StatusCode.NOT_FOUND: NotFound,
     grpc.StatusCode.ALREADY_EXISTS: AlreadyQueued,

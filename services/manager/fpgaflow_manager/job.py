@@ -71,12 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: None)
     signal.signal(signal.SIGINT, lambda *_: None)
     proc = subprocess.Popen(command, pass_fds=(fd,), stdin=subprocess.DEVNULL)
-    while True:
-        try:
-            code = proc.wait()
-            break
-        except InterruptedError:
-            continue
+    code = proc.wait()
     write_exit(args.exit_file, code)
     return 0 if code == 0 else 1
 

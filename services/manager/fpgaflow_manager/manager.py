@@ -136,13 +136,11 @@ class Manager:
     def entries(self, *, all: bool = False, name: str | None = None) -> list[dict]:
         """The queue, each entry with its position and why it waits; finished ones too with ``all``."""
         with self._lock:
-            entries = self.store.queue_entries(name=name) if (all or name) else self.store.queue_entries(active=True)
-            active = entries if not (all or name) else self.store.queue_entries(active=True)
+            active = self.store.queue_entries(active=True)
+            entries = self.store.queue_entries(name=name) if (all or name) else active
         waiting = self._plan(active)
-        out = []
-        for e in entries:
-            out.append({**e, "position": waiting.positions.get(e["id"], 0), "waiting": waiting.waiting.get(e["id"], "")})
-        return out
+        return [{**e, "position": waiting.positions.get(e["id"], 0), "waiting": waiting.waiting.get(e["id"], "")}
+                for e in entries]
 
     def entry(self, entry_id: int) -> dict:
         record = self.store.queue_entry(entry_id)

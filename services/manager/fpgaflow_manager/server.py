@@ -36,7 +36,7 @@ from fpgaflow.errors import (
     StoreFull,
     Unauthenticated,
 )
-from fpgaflow_manager.client import DEFAULT_PORT, SERVER_FILE
+from fpgaflow_manager import DEFAULT_PORT, SERVER_FILE
 from fpgaflow_manager.manager import Manager, pause
 from fpgaflow_manager.rpc import fpgaflow_manager_pb2 as pb
 from fpgaflow_manager.rpc import fpgaflow_manager_pb2_grpc as pb_grpc

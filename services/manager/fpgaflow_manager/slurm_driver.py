@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 from pathlib import Path
 
 from rich.console import Console
 
 from fpgaflow.errors import FpgaflowError
+from fpgaflow.processes import interrupt_on_sigterm
 from fpgaflow.report import print_report
 from fpgaflow.runner import LocalRunner, ProgressFn, RunSettings
 from fpgaflow.spec import load_experiment
@@ -72,13 +72,9 @@ def run(args: argparse.Namespace) -> int:
     return 0 if all(s["phase"] == "Succeeded" for s in summaries) else 1
 
 
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _interrupt)  # a cancel: the runner stops (scancels) its jobs, as on Ctrl-C
+    interrupt_on_sigterm()  # a cancel: the runner stops (scancels) its jobs, as on Ctrl-C
     try:
         return run(args)
     except KeyboardInterrupt:
