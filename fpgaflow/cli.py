@@ -120,17 +120,14 @@ def cmd_list(args) -> int:
 def cmd_show(args) -> int:
     from fpgaflow.report import print_report
     from fpgaflow.store import RunStore
-    from fpgaflow.summary import record_summary, trial_summary
-    from fpgaflow.trial import TrialDir
+    from fpgaflow.summary import stored_summaries
 
     store = RunStore(home_folder(args))
     record = store.experiment(args.name)
     if record is None:
         raise NotFound(f"no experiment named {args.name!r} in {store.home}")
     folder = Path(record["folder"])
-    # a trial run elsewhere (fpgaflow server's Kubernetes executor) has its row here and its folder there
-    summaries = [trial_summary(TrialDir(folder / t["name"])) if (folder / t["name"] / "spec.json").exists()
-                 else record_summary(t, "on the cluster's artifacts volume") for t in record["trials"]]
+    summaries = stored_summaries(folder, record["trials"])
     if args.json:
         print(json.dumps({**record, "trials": summaries}, indent=1, default=str))
         return 0

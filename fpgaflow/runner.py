@@ -118,7 +118,9 @@ class LocalRunner:
         self.timeline.append({"trial": td.root.name, "stage": stage, "start": started, "end": time.time(),
                               "exit_code": proc.returncode})
         if proc.returncode != 0:
-            error = td.error(result) or {"reason": "StageFailed", "message": f"{stage} exited with {proc.returncode}; see {log}"}
+            said = last_line(log)  # what a stage that wrote no error said last (its launcher's reason, say)
+            error = td.error(result) or {"reason": "StageFailed", "message": f"{stage} exited with {proc.returncode}"
+                                         + (f": {said}" if said else "") + f"; see {log}"}
             raise StageError(error["message"], reason=error["reason"])
 
     def _start_server(self, td: TrialDir, target: str) -> tuple[Launched, dict]:

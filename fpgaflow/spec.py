@@ -29,6 +29,11 @@ from pydantic_core import ErrorDetails
 from fpgaflow.errors import SpecError
 
 API_VERSION: Final = "fpgaflow.io/v1alpha1"
+GROUP: Final = API_VERSION.split("/")[0]
+# the labels of what the operator makes for an Experiment: its experiment and trial, and the stage (a Job) or
+# the serving target (a server) it is for
+LABEL_EXPERIMENT, LABEL_TRIAL, LABEL_STAGE, LABEL_TARGET = (f"{GROUP}/{k}" for k in ("experiment", "trial", "stage",
+                                                                                    "target"))
 KIND: Final = "Experiment"
 Target = Literal["cpu", "gpu", "fpga"]
 TARGETS: tuple[Target, ...] = get_args(Target)
@@ -460,7 +465,8 @@ class NotifySpec(_Model):
     """Messages when a trial's training ends."""
 
     on: list[NotifyEvent] = Field(
-        default_factory=lambda: list(NOTIFY_EVENTS), min_length=1, description="Events that send."
+        default_factory=lambda: list(NOTIFY_EVENTS), min_length=1,
+        description='Events that send. For kubectl, quote the key ("on":): its YAML reads a bare on as true.',
     )
     email: EmailSpec | None = None
     webhook: WebhookSpec | None = None
@@ -664,6 +670,29 @@ def parse_experiment(doc: Any, source: str = "manifest") -> Experiment:
         raise SpecError(problems_from(exc), source) from None
 
 
+class ManifestLoader(yaml.SafeLoader):
+    """YAML with the booleans of YAML 1.2 (true, false): "on", "off", "yes" and "no" stay words, as the key
+    ``notify.on`` must (YAML 1.1, PyYAML's default, reads it as True)."""
+
+
+ManifestLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+ManifestLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                     list("tTfF"))
+
+
+def read_experiment(text: str, source: str = "manifest") -> Experiment:
+    """A manifest's text (YAML or JSON, one document) validated. Raises SpecError naming each bad field."""
+    try:
+        docs = [d for d in yaml.load_all(text, Loader=ManifestLoader) if d is not None]  # noqa: S506 - a SafeLoader
+    except yaml.YAMLError as exc:
+        raise SpecError([("", f"not valid YAML: {exc}")], source) from None
+    if len(docs) != 1:
+        raise SpecError([("", f"expected one Experiment document, found {len(docs)}")], source)
+    return parse_experiment(docs[0], source)
+
+
 def load_experiment(path: str | Path) -> Experiment:
     """Read and validate a manifest file (YAML or JSON)."""
     path = Path(path)
@@ -671,13 +700,7 @@ def load_experiment(path: str | Path) -> Experiment:
         text = path.read_text()
     except OSError as exc:
         raise SpecError([("", f"cannot read {path}: {exc.strerror}")], str(path)) from None
-    try:
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
-    except yaml.YAMLError as exc:
-        raise SpecError([("", f"not valid YAML: {exc}")], str(path)) from None
-    if len(docs) != 1:
-        raise SpecError([("", f"expected one Experiment document, found {len(docs)}")], str(path))
-    return parse_experiment(docs[0], str(path))
+    return read_experiment(text, str(path))
 
 
 def spec_to_dict(spec: ExperimentSpec) -> dict:

@@ -75,12 +75,16 @@ def experiment_facts(folder: Path) -> dict:
 def stored_summaries(folder: Path, records: list[dict] | None = None) -> list[dict]:
     """The summaries of an experiment's trials, read from their folders: the trials the index lists
     (``records``, rows of RunStore.experiment's "trials"), else every trial folder. A trial the runner
-    failed from outside its folder (no server came up, say) is Failed with the index's reason, as the
-    runner reported it."""
+    failed from outside its folder (no server came up, a batch job that never started) is Failed with the
+    index's reason, as the runner reported it. A trial whose folder is not here (run on a cluster whose results
+    were not copied) is its row."""
     if records is None:
         records = [{"name": d.name} for d in sorted(folder.iterdir()) if (d / "spec.json").exists()]
     summaries = []
     for record in records:
+        if not (folder / record["name"] / "spec.json").exists():
+            summaries.append(record_summary(record, "on the cluster's artifacts volume"))
+            continue
         summary = trial_summary(TrialDir(folder / record["name"]))
         if record.get("phase") == "Failed" and summary["phase"] != "Failed":
             summary |= {"phase": "Failed", "reason": record.get("reason"), "message": record.get("message")}

@@ -29,14 +29,19 @@ from kubernetes.client.rest import ApiException
 
 from fpgaflow.errors import SpecError, StaleResult
 from fpgaflow.plan import Trial, plan_trials
-from fpgaflow.spec import API_VERSION, Experiment, parse_experiment
-from fpgaflow.summary import trial_summary
-from fpgaflow.trial import RUN_STAGES, STAGE_SERVICE, TrialDir, write_json
-from fpgaflow_operator.manifests import (
+from fpgaflow.spec import (
+    API_VERSION,
+    GROUP,
     LABEL_EXPERIMENT,
     LABEL_STAGE,
     LABEL_TARGET,
     LABEL_TRIAL,
+    Experiment,
+    parse_experiment,
+)
+from fpgaflow.summary import trial_summary
+from fpgaflow.trial import RUN_STAGES, STAGE_SERVICE, TrialDir, write_json
+from fpgaflow_operator.manifests import (
     ClusterSettings,
     server_deployment,
     server_service,
@@ -47,7 +52,7 @@ from fpgaflow_operator.manifests import (
 from fpgaflow_operator.observations import job_state, pod_problem
 from fpgaflow_operator.reconcile import Decision, JobState, Problem, TrialObservation, best_trial, reconcile
 
-GROUP, VERSION = API_VERSION.split("/")
+VERSION = API_VERSION.split("/")[1]
 
 # The indexes' keys and values: a trial's children are found under (namespace, experiment, trial).
 TrialKey = tuple[str, str, str]

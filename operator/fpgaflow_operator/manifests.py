@@ -13,13 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from fpgaflow import __version__
+from fpgaflow.spec import GROUP, LABEL_EXPERIMENT, LABEL_TRIAL
 from fpgaflow.trial import STAGE_SERVICE
 
-GROUP = "fpgaflow.io"
-LABEL_EXPERIMENT = f"{GROUP}/experiment"
-LABEL_TRIAL = f"{GROUP}/trial"
-LABEL_STAGE = f"{GROUP}/stage"
-LABEL_TARGET = f"{GROUP}/target"
 GRPC_PORT = 8500
 METRICS_PORT = 8000
 # For a Prometheus configured with the common kubernetes-pods / kubernetes-service-endpoints jobs.

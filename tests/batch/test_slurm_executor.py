@@ -4,6 +4,8 @@ SLURM_CONF; the tiny train.command experiments of that module, their train stage
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import re
 from pathlib import Path
@@ -15,8 +17,10 @@ from fpgaflow_manager.executors.slurm import (
     JobRequest,
     JobState,
     SlurmSettings,
+    accounted_state,
     batch_script,
     exit_status,
+    never_starts,
     partition_pools,
 )
 from tests.conftest import fpgaflow
@@ -86,6 +90,8 @@ def test_an_experiment_runs_its_train_stage_as_a_slurm_job(slurm_server, slurm, 
     assert re.search(rf"JobId={job_id} .*Name=fpgaflow-one-t00-train JobState=COMPLETED", slurm.jobcomp_log.read_text())
     assert "train.py" in (srv.home / "experiments/one/t00/train/log.txt").read_text()
     assert srv.runs_started() == ["one start 0"]
+    [row] = csv.DictReader(io.StringIO(fpgaflow("export", "--csv", "--home", str(srv.home)).stdout))
+    assert (row["experiment"], row["trial"], row["phase"]) == ("one", "t00", "Succeeded")
     cpus = int(slurm.run("sinfo", "-h", "-o", "%C").stdout.strip().split("/")[3])
     assert [(p["name"], p["cpus"]) for p in pools] == [(slurm.partition, cpus)] and "runs go here" in pools[0]["note"]
     shown = fpgaflow("resources", "--home", str(srv.home)).stdout
@@ -141,6 +147,29 @@ def test_a_job_killed_by_its_time_limit_is_submitted_again_and_resumes(slurm_ser
     stop_all(srv, slurm, tmp_path)
 
 
+def test_a_job_its_partition_can_never_run_fails_with_slurms_reason(slurm_server, slurm, tmp_path):
+    """The partition's MaxTime lowered to 1 minute, a training that asks for 10: Slurm keeps such a job pending
+    for ever (PartitionTimeLimit); the driver cancels it and the experiment fails saying why."""
+    slurm.run("scontrol", "update", f"PartitionName={slurm.partition}", "MaxTime=1")
+    try:
+        srv = slurm_server()
+        with srv.client() as client:
+            client.submit(manifest(tmp_path, "toolong", extra="  preconditions: {maxDuration: 10m}\n"))
+            wait_for(lambda: client.queue(name="toolong", all=True)["entries"][0]["state"] != "Running"
+                     and client.queue(name="toolong", all=True)["entries"][0]["state"] != "Queued", timeout=60,
+                     what="the experiment to end")
+            entry = client.queue(name="toolong", all=True)["entries"][0]
+            run_log = b"".join(client.logs("toolong")).decode()
+    finally:
+        slurm.run("scontrol", "update", f"PartitionName={slurm.partition}", "MaxTime=INFINITE")
+    assert entry["state"] == "Failed", entry
+    assert "(fpgaflow-toolong-t00-train) can never start (PartitionTimeLimit" in run_log, run_log
+    trial = json.loads(fpgaflow("show", "toolong", "--json", "--home", str(srv.home)).stdout)["trials"][0]
+    assert trial["phase"] == "Failed" and "PartitionTimeLimit" in (trial["message"] or ""), trial
+    assert not queued_jobs(slurm) and srv.runs_started() == []
+    stop_all(srv, slurm, tmp_path)
+
+
 def test_exit_codes_gpus_and_partitions_read_as_slurm_writes_them():
     """No cluster: what the executor makes of scontrol's ExitCode and sinfo's lines, and the script it writes."""
     codes = [exit_status(JobState(state, code)) for state, code in (
@@ -155,11 +184,17 @@ def test_exit_codes_gpus_and_partitions_read_as_slurm_writes_them():
         "debug", 2, 1, 4000 * 2**20, 3000 * 2**20)
     assert "runs go here" in debug.note and "runs go here" not in gpu.note
     assert (gpu.cpus, gpu.gpus, gpu.gpus_free) == (16, 4, 3)
-    script = batch_script(["python", "-m", "fpgaflow", "train", "--trial-dir", "/runs/x y/t00"], Path("/runs/log.txt"),
+    script = batch_script(["python", "-m", "fpgaflow", "train", "--trial-dir", "/runs/x y/t00"],
                           JobRequest("fpgaflow-x-t00-train", gpus=1, minutes=90),
-                          SlurmSettings(partition="gpu", cpus=4, memory="8G"), Path("/work"))
+                          SlurmSettings(partition="gpu", cpus=4, memory="8G"))
     assert script.splitlines() == [
-        "#!/bin/bash", "#SBATCH --job-name=fpgaflow-x-t00-train", "#SBATCH --output=/runs/log.txt",
-        "#SBATCH --open-mode=append", "#SBATCH --chdir=/work", "#SBATCH --partition=gpu", "#SBATCH --cpus-per-task=4",
+        "#!/bin/bash", "#SBATCH --job-name=fpgaflow-x-t00-train", "#SBATCH --partition=gpu", "#SBATCH --cpus-per-task=4",
         "#SBATCH --mem=8G", "#SBATCH --time=90", "#SBATCH --gres=gpu:1", "#SBATCH --export=ALL",
         "exec python -m fpgaflow train --trial-dir '/runs/x y/t00'"]
+    # a job waiting for what its partition never gives is not left pending for ever; a busy cluster is waited for
+    assert "MaxTime" in never_starts(JobState("PENDING", reason="PartitionTimeLimit"))
+    assert never_starts(JobState("PENDING", reason="Resources")) is None
+    assert never_starts(JobState("RUNNING", reason="PartitionTimeLimit")) is None
+    # a job the controller forgot, as the accounting database keeps it
+    assert accounted_state("12|CANCELLED by 0|0:15\n", "12") == JobState("CANCELLED", "0:15")
+    assert accounted_state("", "12").state == "UNKNOWN"

@@ -1,6 +1,7 @@
 """`fpgaflow server`'s Kubernetes executor on the real node: a submitted manifest becomes the Experiment resource,
 the operator (installed by the README's helm step) runs it in pods, the server follows its status into the run
-store, so that `queue`, `list`, `show` and `export --csv` see it; a cancel deletes the resource."""
+store, so that `queue`, `list` and `export --csv` see it, and copies its folder from the artifacts volume when it
+ends, so that `show`, `report` and `logs` read it as a local run's; a cancel deletes the resource."""
 
 from __future__ import annotations
 
@@ -53,6 +54,9 @@ def test_a_submitted_experiment_runs_on_the_cluster_and_lands_in_the_run_store(o
         assert [p["name"] for p in pools] == ["fpgaflow-node"] and pools[0]["cpus"] >= 1
         run_log = b"".join(client.logs("queued-small")).decode()
         assert "created Experiment fpgaflow/queued-small" in run_log and "t00: Succeeded" in run_log
+        assert "results copied into" in run_log, run_log
+        train_log = b"".join(client.logs("queued-small", trial="t00", stage="train")).decode()
+        assert "epoch" in train_log.lower(), train_log[-2000:]
     home = str(k8s_server.home)
     assert "queued-small" in fpgaflow("list", "--home", home).stdout
     [row] = [r for r in csv.DictReader(io.StringIO(fpgaflow("export", "--csv", "--home", home).stdout))
@@ -60,8 +64,10 @@ def test_a_submitted_experiment_runs_on_the_cluster_and_lands_in_the_run_store(o
     assert row["phase"] == "Succeeded" and float(row["accuracy_emulated"]) > 0.5
     shown = json.loads(fpgaflow("show", "queued-small", "--json", "--home", home).stdout)
     [trial] = shown["trials"]
-    assert trial["phase"] == "Succeeded" and trial["note"] == "its folder is on the cluster's artifacts volume"
-    assert {"cpu@1", "fpga@1"} <= set(trial["results"]["benchmark"])
+    assert trial["phase"] == "Succeeded" and trial["accuracy"]["emulated"] == float(row["accuracy_emulated"])
+    assert trial["estimate"]["dsp"] > 0 and trial["benchmark"], "read from the copied trial folder"
+    report = fpgaflow("report", "queued-small", "--home", home).stdout
+    assert "fpga" in report and (k8s_server.home / "experiments" / "queued-small" / "report.md").exists()
 
 
 def test_a_cancelled_experiment_leaves_the_cluster(on_node, k8s_server, tmp_path):

@@ -22,6 +22,7 @@ from fpgaflow.errors import AlreadyQueued, ServerUnavailable, SpecError, StoreFu
 from fpgaflow_manager.client import Connection, ManagerClient, connection
 from fpgaflow_manager.executors.local import group_alive
 from tests.conftest import fpgaflow
+from tests.service.test_notify import webhook  # noqa: F401 - a fixture: a loopback receiver of notifications
 
 TRAIN_SCRIPT = '''
 import os, time
@@ -139,10 +140,11 @@ def states(client: ManagerClient) -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_a_submitted_experiment_runs_is_watched_and_lands_in_the_run_store(server, tmp_path):
+def test_a_submitted_experiment_runs_is_watched_and_lands_in_the_run_store(server, tmp_path, webhook):  # noqa: F811
     srv = server()
+    hook = f"  notify: {{on: [Succeeded], webhook: {{url: 'http://127.0.0.1:{webhook.server_port}/hook'}}}}\n"
     with srv.client() as client:
-        entry = client.submit(manifest(tmp_path, "one", epochs=3))
+        entry = client.submit(manifest(tmp_path, "one", epochs=3, extra=hook))
         assert entry["name"] == "one" and entry["executor"] == "local" and entry["trials"] == 1
         snapshots = list(client.watch("one"))
         assert snapshots[-1]["entry"]["state"] == "Succeeded"
@@ -159,6 +161,8 @@ def test_a_submitted_experiment_runs_is_watched_and_lands_in_the_run_store(serve
     exported = fpgaflow("export", "--csv", "--home", str(srv.home)).stdout
     assert exported.splitlines()[1].startswith("one,t00,Succeeded")
     assert srv.runs_started() == ["one start 0"]
+    [sent] = webhook.received  # the notification the spec asks for, sent once
+    assert sent["path"] == "/hook" and "one" in json.dumps(sent["json"]) and "Succeeded" in json.dumps(sent["json"])
     cli = fpgaflow("queue", "--all", "--home", str(srv.home)).stdout
     assert "one" in cli and "Succeeded" in cli
 

@@ -1,10 +1,13 @@
 """The experiment manager's pure parts: the queue's order and admission under the limits, the run wrapper's lock,
 and the listening rules of `fpgaflow server`."""
 
+import io
 import os
 import subprocess
 import sys
+import tarfile
 import time
+from pathlib import PurePosixPath
 
 import pytest
 
@@ -103,3 +106,53 @@ def test_kubernetes_quantities_and_status_rows():
     assert row["results"] == {"accuracy": {"float": 0.7}, "benchmark": {"cpu@1": {"p50Ms": 1.0}}}
     assert progress_lines({}, status) == ["experiment Running", "t00: Running (convert)"]
     assert progress_lines(status, status) == []
+
+
+def test_the_results_come_from_the_pod_that_mounts_the_artifacts_volume():
+    from fpgaflow_manager.executors.kubernetes import artifacts_holder
+
+    def pod(name, phase="Running", env=(), deleting=False):
+        return {"metadata": {"name": name, **({"deletionTimestamp": "now"} if deleting else {})},
+                "status": {"phase": phase},
+                "spec": {"containers": [{"name": "main", "env": [{"name": k, "value": v} for k, v in env]}]}}
+
+    operator = [("FPGAFLOW_ARTIFACTS_ROOT", "/artifacts"), ("OTHER", "x")]
+    assert artifacts_holder([pod("t00-train", env=[("OTHER", "x")]), pod("fpgaflow-1", env=operator)]) == \
+        ("fpgaflow-1", "main", PurePosixPath("/artifacts"))
+    assert artifacts_holder([pod("old", env=operator, deleting=True), pod("new", "Pending", env=operator)]) is None
+
+
+def test_a_copied_archive_replaces_the_folders_it_holds_and_nothing_escapes(tmp_path):
+    from fpgaflow_manager.executors.kubernetes import unpack
+
+    source = tmp_path / "source"
+    (source / "t00" / "bench").mkdir(parents=True)
+    (source / "t00" / "bench" / "result.json").write_text("{}")
+    archive = tmp_path / "a.tar"
+    with tarfile.open(archive, "w") as tar:
+        tar.add(source, arcname=".")
+    into = tmp_path / "store" / "exp"
+    (into / "t00" / "stale").mkdir(parents=True)
+    (into / "status.json").write_text("{}")
+    unpack(archive, into)
+    assert sorted(p.relative_to(into).as_posix() for p in into.rglob("*")) == \
+        ["status.json", "t00", "t00/bench", "t00/bench/result.json"]
+
+    evil = tmp_path / "evil.tar"
+    with tarfile.open(evil, "w") as tar:
+        info = tarfile.TarInfo("../outside.txt")
+        info.size = 2
+        tar.addfile(info, io.BytesIO(b"hi"))
+    with pytest.raises(tarfile.TarError):
+        unpack(evil, into)
+    assert not (tmp_path / "store" / "outside.txt").exists() and (into / "t00" / "bench" / "result.json").exists()
+    assert [p.name for p in into.iterdir() if p.name.startswith(".copy-")] == []
+
+
+def test_pod_logs_land_where_a_local_run_writes_its_stage_logs():
+    from fpgaflow_manager.executors.kubernetes import log_file
+
+    base = {"fpgaflow.io/experiment": "e", "fpgaflow.io/trial": "t01"}
+    assert log_file({**base, "fpgaflow.io/stage": "train"}) == "t01/train/log.txt"
+    assert log_file({**base, "fpgaflow.io/target": "fpga"}) == "t01/serve/fpga/log.txt"
+    assert log_file({"fpgaflow.io/experiment": "e"}) is None and log_file(base) is None

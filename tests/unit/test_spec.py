@@ -4,7 +4,7 @@ import pytest
 import yaml
 
 from fpgaflow.errors import SpecError
-from fpgaflow.spec import load_experiment, parse_experiment
+from fpgaflow.spec import load_experiment, parse_experiment, read_experiment
 from tests.conftest import ROOT, fpgaflow
 
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
@@ -66,6 +66,16 @@ def test_bad_metadata_and_kind():
         parse_experiment({**manifest(), "kind": "Job"})
     with pytest.raises(SpecError, match="expected a mapping"):
         parse_experiment(["not", "a", "manifest"])
+
+
+def test_notify_on_is_a_key_and_only_true_and_false_are_booleans():
+    """YAML 1.1 (PyYAML's default) reads the key `on` as True; a manifest reads as YAML 1.2 does."""
+    experiment = read_experiment("apiVersion: fpgaflow.io/v1alpha1\nkind: Experiment\nmetadata: {name: n}\n"
+                                 "spec:\n  notify: {on: [Failed], webhook: {url: 'https://example.org/h'}}\n"
+                                 "  preconditions: {gpu: true}\n")
+    assert experiment.spec.notify.on == ["Failed"] and experiment.spec.preconditions.gpu is True
+    assert read_experiment("apiVersion: fpgaflow.io/v1alpha1\nkind: Experiment\nmetadata: {name: off}\n"
+                           "spec: {}\n").name == "off"
 
 
 def test_load_reports_yaml_errors(tmp_path):

@@ -20,12 +20,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from fpgaflow.errors import ConfigError, FpgaflowError, NotFound, SpecError, StaleResult, StoreFull
 from fpgaflow.plan import plan_trials
 from fpgaflow.runner import describe_stage, last_line
-from fpgaflow.spec import EXECUTORS, Experiment, parse_experiment, spec_hash
+from fpgaflow.spec import EXECUTORS, Experiment, read_experiment, spec_hash
 from fpgaflow.store import RunStore
 from fpgaflow.trial import TrialDir, write_json
 from fpgaflow_manager.executors import FINISHED, LOST, Executor, Pool
@@ -46,17 +44,6 @@ class ManagerSettings:
     executor_notes: dict[str, str] = field(default_factory=dict)  # executor: why it is not configured
 
 
-def read_manifest(text: str, source: str) -> Experiment:
-    """A submitted manifest's text (YAML or JSON) validated; SpecError names each bad field."""
-    try:
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
-    except yaml.YAMLError as exc:
-        raise SpecError([("", f"not valid YAML: {exc}")], source) from None
-    if len(docs) != 1:
-        raise SpecError([("", f"expected one Experiment document, found {len(docs)}")], source)
-    return parse_experiment(docs[0], source)
-
-
 class Manager:
     def __init__(self, settings: ManagerSettings, executors: dict[str, Executor]):
         if settings.default_executor not in executors:
@@ -66,6 +53,7 @@ class Manager:
         self.executors = executors
         self.store = RunStore(settings.home)
         self._lock = threading.RLock()  # one change of the queue at a time
+        self._cancelling: set[int] = set()  # entries whose run is being stopped: not followed meanwhile
         self._wake = threading.Event()
 
     # ------------------------------------------------------------------ submissions
@@ -75,7 +63,7 @@ class Manager:
         executor that is not configured, a train.command the server does not allow, more trial slots than the
         limits, a name that is queued or running, earlier results of another spec without ``replace``, and a
         full disk under the run store."""
-        experiment = read_manifest(text, source)
+        experiment = read_experiment(text, source)
         spec = experiment.spec
         chosen = executor or spec.executor.name or self.settings.default_executor
         if chosen not in EXECUTORS:
@@ -118,19 +106,35 @@ class Manager:
                             "nothing was queued")
 
     def cancel(self, name: str) -> dict:
+        """A queued entry is dropped; a running one is stopped by its executor (which may wait for the run's
+        grace period) without holding the queue: the scheduling loop leaves it alone meanwhile."""
         with self._lock:
             active = self.store.queue_entries(active=True, name=name)
             if not active:
                 raise NotFound(f"no queued or running experiment named {name!r}")
             entry = active[0]
-            if entry["state"] == "Running":
+            if entry["id"] in self._cancelling:  # asked twice: the first cancel is under way
+                return self.entry(entry["id"])
+            running = entry["state"] == "Running"
+            if running:
+                self._cancelling.add(entry["id"])
+            else:
+                self._cancelled(entry)
+        if running:
+            try:
                 self.executors[entry["executor"]].cancel(entry, self.store.queue_dir(entry["id"]))
-                if self.store.experiment(name):
-                    self.store.set_experiment_phase(name, "Failed", "Cancelled")
-            self.store.update_queue(entry["id"], state="Cancelled", finished=time.time(), reason="Cancelled",
-                                    message="cancelled by `fpgaflow cancel`")
+            finally:
+                with self._lock:
+                    if self.store.experiment(name):
+                        self.store.set_experiment_phase(name, "Failed", "Cancelled")
+                    self._cancelled(entry)
+                    self._cancelling.discard(entry["id"])
         self._wake.set()
         return self.entry(entry["id"])
+
+    def _cancelled(self, entry: dict) -> None:
+        self.store.update_queue(entry["id"], state="Cancelled", finished=time.time(), reason="Cancelled",
+                                message="cancelled by `fpgaflow cancel`")
 
     # ------------------------------------------------------------------ what the client reads
     def entries(self, *, all: bool = False, name: str | None = None) -> list[dict]:
@@ -222,7 +226,7 @@ class Manager:
         """Follow every running entry, then start what the limits admit."""
         with self._lock:
             for entry in self.store.queue_entries(active=True):
-                if entry["state"] == "Running":
+                if entry["state"] == "Running" and entry["id"] not in self._cancelling:
                     self._follow(entry)
             for entry in self._plan(self.store.queue_entries(active=True)).start:
                 self._start(entry)

@@ -3,26 +3,44 @@ operator (charts/fpgaflow), as `kubectl apply` would; the server follows its sta
 store as it changes, so `queue`, `watch`, `list`, `show` and `export --csv` see the trials' phase, stage,
 accuracies and benchmark. A cancel deletes the resource (the operator's Jobs and Deployments go with it).
 
-The trials' folders stay on the cluster's artifacts volume; the run store holds the Experiment's status
-(``<home>/experiments/<name>/status.json``) and the index rows. The entry's ``run.log`` says what the server
-saw: the resource created, each change of a trial's phase or stage, the end. The cluster is the one of the
-server's kubeconfig (``--kubeconfig``, else $KUBECONFIG, ~/.kube/config, or the pod's service account).
+While it runs, the trials' folders are on the cluster's artifacts volume and the run store holds the
+Experiment's status (``<home>/experiments/<name>/status.json``) and the index rows. When it ends, the server
+copies the experiment's folder from that volume into the run store, as `kubectl cp` does (a tar stream from
+the operator's pod, which mounts the volume), and writes its experiment.json and report, so `fpgaflow show`
+and `fpgaflow report` read it as they read a local run. The entry's ``run.log`` says what the server saw: the
+resource created, each change of a trial's phase or stage, the copy, the end. The cluster is the one of the
+server's kubeconfig (``--kubeconfig``, else $KUBECONFIG, ~/.kube/config, or the pod's service account); that
+identity needs, in the namespace, experiments (create, get, list, delete), pods (list) and pods/exec (create),
+and nodes and pods in all namespaces (list) for `fpgaflow resources`.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import shutil
+import tarfile
+import tempfile
+import threading
 import time
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from fpgaflow.errors import FpgaflowError
-from fpgaflow.spec import parse_experiment, spec_hash
+from fpgaflow.spec import (
+    API_VERSION,
+    GROUP,
+    LABEL_EXPERIMENT,
+    LABEL_STAGE,
+    LABEL_TARGET,
+    LABEL_TRIAL,
+    parse_experiment,
+    spec_hash,
+)
 from fpgaflow.store import RunStore
 from fpgaflow.trial import write_json
 from fpgaflow_manager.executors import FINISHED, LOST, RUNNING, Pool, Status
 
-GROUP, VERSION, PLURAL = "fpgaflow.io", "v1alpha1", "experiments"
+VERSION, PLURAL = API_VERSION.split("/")[1], "experiments"
 ENTRY_LABEL = "fpgaflow.io/queue-entry"  # the queue entry that created the resource (a restart adopts it)
 
 
@@ -65,6 +83,52 @@ def progress_lines(old: dict, new: dict) -> list[str]:
     return lines
 
 
+def artifacts_holder(pods: list[dict]) -> tuple[str, str, PurePosixPath] | None:
+    """The running pod that mounts the artifacts volume where the operator's trials write (the operator's: it
+    names the mount in FPGAFLOW_ARTIFACTS_ROOT), as (pod, container, root); ``pods`` as the API serializes them."""
+    for pod in pods:
+        if (pod.get("status") or {}).get("phase") != "Running" or (pod.get("metadata") or {}).get("deletionTimestamp"):
+            continue
+        for container in (pod.get("spec") or {}).get("containers") or []:
+            for env in container.get("env") or []:
+                if env.get("name") == "FPGAFLOW_ARTIFACTS_ROOT" and env.get("value"):
+                    return pod["metadata"]["name"], container["name"], PurePosixPath(env["value"])
+    return None
+
+
+def log_file(labels: dict[str, str]) -> str | None:
+    """Where a pod's log goes in the experiment's folder, as a local run writes it: a stage Job's pod to
+    ``<trial>/<stage>/log.txt``, a server's to ``<trial>/serve/<target>/log.txt``."""
+    trial = labels.get(LABEL_TRIAL)
+    if not trial:
+        return None
+    if labels.get(LABEL_STAGE):
+        return f"{trial}/{labels[LABEL_STAGE]}/log.txt"
+    if labels.get(LABEL_TARGET):
+        return f"{trial}/serve/{labels[LABEL_TARGET]}/log.txt"
+    return None
+
+
+def unpack(archive: Path, into: Path) -> None:
+    """A copied folder's tar archive into ``into``, each top-level item replacing the one it held. Members that
+    would land outside (absolute paths, "..", links out) or are neither files, folders nor links inside are
+    refused by tarfile's data filter, and then nothing is replaced."""
+    into.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".copy-", dir=into))
+    try:
+        with tarfile.open(archive) as tar:
+            tar.extractall(staging, filter="data")
+        for item in sorted(staging.iterdir()):
+            target = into / item.name
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            elif target.exists() or target.is_symlink():
+                target.unlink()
+            item.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 class KubernetesExecutor:
     name = "kubernetes"
 
@@ -76,6 +140,7 @@ class KubernetesExecutor:
         self._apis: tuple | None = None
         self._checked = (-math.inf, "")
         self._seen: dict[int, dict] = {}  # entry id: the last status copied
+        self._copying: dict[int, threading.Thread] = {}  # entry id: the copy of its ended experiment's results
 
     def _clients(self):
         if self._apis is None:
@@ -131,7 +196,7 @@ class KubernetesExecutor:
     def start(self, entry: dict, folder: Path) -> dict:
         """Create the Experiment; one this entry created before (a server stopped in between) is adopted."""
         custom, _ = self._clients()
-        body = without_nulls(entry["manifest"])  # as a manifest file says it: the CRD's enums refuse null
+        body = without_nulls(entry["manifest"])  # as a manifest file says it: the CRD's enums refuse a null
         body["metadata"] = {**body["metadata"], "namespace": self.namespace,
                             "labels": {**(body["metadata"].get("labels") or {}), ENTRY_LABEL: str(entry["id"])}}
         body.pop("status", None)
@@ -168,6 +233,8 @@ class KubernetesExecutor:
         status = obj.get("status") or {}
         phase = status.get("phase") or "Pending"
         self._copy(entry, folder, status, phase if phase in ("Succeeded", "Failed") else "Running")
+        if phase in ("Succeeded", "Failed") and not self._copied(entry, folder):
+            return Status(RUNNING)
         if phase == "Succeeded":
             return Status(FINISHED, 0)
         if phase == "Failed":
@@ -191,6 +258,115 @@ class KubernetesExecutor:
         for row in trial_rows(status):
             name, parameters = row.pop("name"), row.pop("parameters")
             self.store.update_trial(entry["name"], name, parameters, **row)
+
+    def _copied(self, entry: dict, folder: Path) -> bool:
+        """Whether the ended experiment's results are copied (or could not be). The copy runs in a thread of its
+        own, so that the server's loop, and with it the queue, never waits for it."""
+        thread = self._copying.get(entry["id"])
+        if thread is None:
+            thread = threading.Thread(target=self._fetch, args=(entry, folder), name=f"copy-{entry['name']}",
+                                      daemon=True)
+            self._copying[entry["id"]] = thread
+            thread.start()
+        if thread.is_alive():
+            return False
+        del self._copying[entry["id"]]
+        return True
+
+    def _fetch(self, entry: dict, folder: Path) -> None:
+        """The ended experiment's folder from the artifacts volume into the run store, with its experiment.json
+        and report. What cannot be copied is said in the run log; show and export keep the status's rows."""
+        name, target = entry["name"], self.store.experiment_dir(entry["name"])
+        try:
+            archive = self._tar(name, folder)
+            try:
+                unpack(archive, target)
+            finally:
+                archive.unlink(missing_ok=True)
+        except Exception as exc:  # noqa: BLE001 - in its own thread: whatever fails (the websocket too) is said
+            self._say(entry, folder, f"results not copied from the cluster: {type(exc).__name__}: {exc}")
+            return
+        self._pod_logs(entry, folder, target)
+        experiment = parse_experiment(entry["manifest"], entry["source"] or "manifest")
+        write_json(target / "experiment.json", {
+            "name": name, "spec_hash": spec_hash(experiment.spec), "manifest": entry["manifest"],
+            "manifest_path": entry["source"], "git": entry["git"] or {},
+            "ran_on": f"Kubernetes, namespace {self.namespace} (fpgaflow server)"})
+        from fpgaflow.report import regenerate
+
+        try:
+            report, _ = regenerate(self.store, name)
+        except Exception as exc:  # noqa: BLE001 - the copy stands; `fpgaflow report` can be run again
+            self._say(entry, folder, f"results copied into {target}; the report failed: {exc}")
+            return
+        self._say(entry, folder, f"results copied into {target}; report {report}")
+
+    def _pod_logs(self, entry: dict, folder: Path, target: Path) -> None:
+        """The logs of the experiment's pods that are still there (its stage Jobs' pods, its servers) into its
+        folder, where `fpgaflow logs NAME --trial T --stage S` reads them; a stage tried more than once has
+        each pod's log in turn."""
+        _, core = self._clients()
+        try:
+            pods = self._call("listing the experiment's pods", core.list_namespaced_pod, self.namespace,
+                              label_selector=f"{LABEL_EXPERIMENT}={entry['name']}")
+        except KubernetesError as exc:
+            self._say(entry, folder, f"stage logs not copied: {exc}")
+            return
+        logs: dict[str, list[str]] = {}
+        for pod in sorted(pods.items if pods else [], key=lambda p: p.metadata.creation_timestamp):
+            where = log_file(pod.metadata.labels or {})
+            if where is None:
+                continue
+            try:
+                text = self._call(f"reading pod {pod.metadata.name}'s log", core.read_namespaced_pod_log,
+                                  pod.metadata.name, self.namespace, container=pod.spec.containers[0].name)
+            except KubernetesError as exc:
+                text = f"(not read: {exc})\n"
+            logs.setdefault(where, []).append(f"--- pod {pod.metadata.name} ---\n{text or ''}")
+        for where, parts in logs.items():
+            path = target / where
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("".join(part if part.endswith("\n") else part + "\n" for part in parts))
+
+    def _tar(self, name: str, folder: Path) -> Path:
+        """The experiment's folder on the artifacts volume as a tar archive in ``folder``: `tar` run in the pod
+        that mounts the volume, its output read from the exec stream."""
+        from kubernetes.stream import stream
+
+        _, core = self._clients()
+        pods = self._call("listing pods", core.list_namespaced_pod, self.namespace)
+        holder = artifacts_holder(core.api_client.sanitize_for_serialization(pods.items) if pods else [])
+        if holder is None:
+            raise KubernetesError(f"no running pod in namespace {self.namespace} mounts the artifacts volume "
+                                  "(the operator's, from the chart)")
+        pod, container, root = holder
+        source = root / self.namespace / name
+        try:
+            ws = stream(core.connect_get_namespaced_pod_exec, pod, self.namespace, container=container,
+                        command=["tar", "cf", "-", "-C", str(source), "."], stdin=False, stdout=True, stderr=True,
+                        tty=False, binary=True, _preload_content=False)
+        except Exception as exc:  # noqa: BLE001 - the websocket client wraps its failures in several types
+            raise KubernetesError(f"exec in pod {pod}: {exc}") from None
+        archive, errors = folder / "results.tar", b""
+        deadline = time.monotonic() + 600
+        with archive.open("wb") as out:
+            try:
+                while ws.is_open():
+                    if time.monotonic() > deadline:
+                        raise KubernetesError(f"copying {source} from pod {pod} took over 10 minutes")
+                    ws.update(timeout=1)
+                    out.write(ws.read_stdout() or b"")
+                    errors += ws.read_stderr() or b""
+                out.write(ws.read_stdout() or b"")
+                errors += ws.read_stderr() or b""
+                code = ws.returncode
+            finally:
+                ws.close()
+        if code != 0:
+            archive.unlink(missing_ok=True)
+            raise KubernetesError(f"tar of {source} in pod {pod} exited {code}: "
+                                  f"{errors.decode(errors='replace').strip()[-300:]}")
+        return archive
 
     def cancel(self, entry: dict, folder: Path) -> None:
         custom, _ = self._clients()

@@ -17,8 +17,11 @@ whose runner cancels its jobs (``scancel``); the ids of every job an entry submi
 (``slurm-jobs.txt``), so that the jobs of a driver that was killed are cancelled too.
 
 The client tools find the cluster through the server's environment (``SLURM_CONF``, or /etc/slurm), which the
-driver and, through ``--export=ALL``, the jobs inherit. Final states are read with ``scontrol show job`` (kept
-for MinJobAge after the end, 300 s by default: the driver polls far more often than that).
+driver and, through ``--export=ALL``, the jobs inherit. States are read with ``scontrol show job`` (which keeps
+an ended job for MinJobAge, 300 s by default: the driver polls far more often than that), else ``squeue``, and
+for a job both have forgotten (a driver that was stopped for longer), ``sacct`` where the cluster keeps
+accounting. A job that waits for something it can never have (a time limit above its partition's, a constraint
+no node offers) is cancelled and its stage fails with Slurm's reason, instead of waiting for ever.
 """
 
 from __future__ import annotations
@@ -46,6 +49,15 @@ ENDED = frozenset({"COMPLETED", "FAILED", "CANCELLED", "REVOKED"})
 # ended because Slurm killed the job, not because of what it ran: submitted again (the stage resumes)
 KILLED = frozenset({"TIMEOUT", "PREEMPTED", "NODE_FAIL", "BOOT_FAIL", "OUT_OF_MEMORY", "DEADLINE"})
 GONE = "UNKNOWN"  # Slurm no longer knows the job (purged after MinJobAge): treated as a killed one
+# why a pending job waits, when it waits for ever: the job asks for what its partition or account never gives
+NEVER_STARTS = {
+    "PartitionTimeLimit": "its time limit is above the partition's MaxTime",
+    "PartitionNodeLimit": "it asks for more nodes than the partition allows",
+    "PartitionConfig": "it asks for more than the partition's nodes have (CPUs, memory, GPUs)",
+    "BadConstraints": "no node has the features or resources it asks for",
+    "InvalidAccount": "its account is not valid",
+    "InvalidQOS": "its QOS is not valid",
+}
 SIGNALLED = 128  # an exit code of 128 + N: killed by signal N, as a shell says
 
 Say = Callable[[str], None]
@@ -94,7 +106,8 @@ class JobState:
 
 
 def query_job(job_id: str) -> JobState:
-    """The job's state and exit code: ``scontrol show job``, else ``squeue`` (which has no exit code)."""
+    """The job's state and exit code: ``scontrol show job``, else ``squeue`` (which has no exit code), else
+    ``sacct`` (a job purged from the controller; only where the cluster keeps accounting), else GONE."""
     try:
         fields = dict(re.findall(r"(\w+)=(\S*)", slurm("scontrol", "show", "job", "-o", job_id)))
         if "JobState" in fields:
@@ -104,10 +117,31 @@ def query_job(job_id: str) -> JobState:
     try:
         states = slurm("squeue", "-h", "-t", "all", "-j", job_id, "-o", "%T").split()
     except SlurmError as exc:
-        if "Invalid job id" in str(exc):
-            return JobState(GONE)
-        raise
-    return JobState(states[0]) if states else JobState(GONE)
+        if "Invalid job id" not in str(exc):
+            raise
+        states = []
+    if states:
+        return JobState(states[0])
+    try:
+        return accounted_state(slurm("sacct", "-n", "-P", "-X", "-j", job_id, "-o", "JobID,State,ExitCode"), job_id)
+    except SlurmError:  # no accounting storage ("Slurm accounting storage is disabled")
+        return JobState(GONE)
+
+
+def accounted_state(sacct: str, job_id: str) -> JobState:
+    """The job's line of ``sacct -n -P -X -o JobID,State,ExitCode``: "12|CANCELLED by 0|0:15"; GONE if none."""
+    for line in sacct.splitlines():
+        fields = line.strip().split("|")
+        if len(fields) == 3 and fields[0] == job_id:
+            return JobState(fields[1].split()[0], fields[2] or "0:0")
+    return JobState(GONE)
+
+
+def never_starts(job: JobState) -> str | None:
+    """Why a pending job will never start (Slurm keeps it pending for ever), or None."""
+    if job.state == "PENDING" and job.reason in NEVER_STARTS:
+        return f"{job.reason}: {NEVER_STARTS[job.reason]}"
+    return None
 
 
 def exit_status(job: JobState) -> int:
@@ -132,8 +166,9 @@ class SlurmJob:
     the last one. Thread-safe: the runner's trial thread polls while its main thread may stop the job."""
 
     def __init__(self, name: str, script: Path, log: Path, env: dict[str, str], settings: SlurmSettings, say: Say,
-                 jobs_file: Path | None = None):
+                 jobs_file: Path | None = None, cwd: Path | None = None):
         self.name, self.script, self.log, self.env = name, script, log, env
+        self.cwd = cwd or Path.cwd()
         self.settings, self.say, self.jobs_file = settings, say, jobs_file
         self.returncode: int | None = None
         self.resubmits = 0
@@ -145,8 +180,10 @@ class SlurmJob:
         self.job_id = self._submit()
 
     def _submit(self) -> str:
-        """sbatch the script (the environment given goes to the job: --export=ALL); the new job's id."""
-        job_id = slurm("sbatch", "--parsable", str(self.script), env=self.env).strip().split(";")[0]
+        """sbatch the script (the environment given goes to the job: --export=ALL); the new job's id. The paths
+        are arguments, not #SBATCH lines, which cannot quote every path."""
+        job_id = slurm("sbatch", "--parsable", f"--output={self.log}", "--open-mode=append", f"--chdir={self.cwd}",
+                       str(self.script), env=self.env).strip().split(";")[0]
         if self.jobs_file is not None:
             with self.jobs_file.open("a") as fh:
                 fh.write(f"{job_id}\n")
@@ -175,6 +212,9 @@ class SlurmJob:
             if job.state not in ENDED | KILLED | {GONE}:
                 why = f" ({job.reason})" if job.reason not in ("", "None") else ""
                 self.say(f"slurm job {self.job_id} ({self.name}): {job.state}{why}")
+        never = never_starts(job)
+        if never and not self._stopping:
+            return self._refused(never)
         if job.state in KILLED or job.state == GONE:
             if not self._stopping and self.resubmits < self.settings.max_resubmits:
                 self._resubmit(job)
@@ -186,6 +226,19 @@ class SlurmJob:
         self.returncode = exit_status(job)
         self.say(f"slurm job {self.job_id} ({self.name}) ended: {job.state}, exit code {job.exit_code} "
                  f"-> {self.returncode}")
+        return self.returncode
+
+    def _refused(self, why: str) -> int:
+        """Cancel a job that can never start; the stage fails with Slurm's reason (the last line of its log)."""
+        self._stopping = True
+        try:
+            slurm("scancel", self.job_id)
+        except SlurmError as exc:
+            self.say(f"slurm job {self.job_id} ({self.name}): scancel failed: {exc}")
+        self.say(f"slurm job {self.job_id} ({self.name}) can never start ({why}); cancelled")
+        with self.log.open("a") as fh:
+            fh.write(f"fpgaflow: slurm job {self.job_id} can never start: {why}; cancelled\n")
+        self.returncode = 1
         return self.returncode
 
     def _resubmit(self, job: JobState) -> None:
@@ -268,10 +321,11 @@ def job_request(cmd: list[str], gpus_here: Callable[[], bool]) -> JobRequest:
     return JobRequest(f"fpgaflow-{td.experiment}-{td.root.name}-{stage}", gpus, minutes)
 
 
-def batch_script(cmd: list[str], log: Path, request: JobRequest, settings: SlurmSettings, cwd: Path) -> str:
+def batch_script(cmd: list[str], request: JobRequest, settings: SlurmSettings) -> str:
     """The job's script: its resources as #SBATCH lines (so that a resubmission asks for the same), then the
-    command in place of the shell. Its output is appended to the stage's log, as a local stage's is."""
-    options = [f"--job-name={request.name}", f"--output={log}", "--open-mode=append", f"--chdir={cwd}"]
+    command in place of the shell. (Its output, appended to the stage's log as a local stage's is, and its
+    folder are sbatch's arguments: SlurmJob._submit.)"""
+    options = [f"--job-name={request.name}"]
     if settings.partition:
         options.append(f"--partition={settings.partition}")
     options.append(f"--cpus-per-task={settings.cpus}")
@@ -307,8 +361,8 @@ class SlurmLauncher:
         script = log.parent / f"slurm-{cmd[cmd.index('-m') + 2]}.sh"
         try:
             request = job_request(cmd, self.gpus_here)
-            script.write_text(batch_script(cmd, log, request, self.settings, Path.cwd()))
-            return SlurmJob(request.name, script, log, env, self.settings, self.say, self.jobs_file)
+            script.write_text(batch_script(cmd, request, self.settings))
+            return SlurmJob(request.name, script, log, env, self.settings, self.say, self.jobs_file, Path.cwd())
         except SlurmError as exc:  # refused (resources it cannot have, a partition it lacks): the stage fails
             raise StageError(f"{script.name} not submitted: {exc}", reason="SubmitFailed") from None
 
