@@ -71,6 +71,15 @@ class DataPlane:
             raise ModelNotFound(f"model {name!r} has no version {version!r}; loaded versions: {self.versions}") from None
         return self.resolve(name, number)
 
+    def select_v2(self, name: str, version: str) -> list[ServedModel]:
+        """Triton's statistics rule: an empty name means every model (this server has one), an empty
+        version every version; otherwise the model and version must exist, as for resolve_v2."""
+        name = name or self.model.name
+        if version == "":
+            self.resolve(name)  # the name must match
+            return [self.models[number] for number in sorted(self.models)]
+        return [self.resolve_v2(name, version)]
+
     def check_accepting(self) -> None:
         self.last_arrival = time.monotonic()
         if self.state is not State.SERVING:

@@ -1,5 +1,5 @@
 """The served model: the raw-feature contract around a back end (validation, scaling), its batching,
-its device pacing and its accounting."""
+its device pacing and its accounting (Prometheus metrics, and the per-model statistics of stats.py)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from fpgaflow_inference.backends import Backend
 from fpgaflow_inference.batching import Batch, Batcher, BatchPolicy
 from fpgaflow_inference.metrics import ServerMetrics
 from fpgaflow_inference.pacing import DevicePacer
+from fpgaflow_inference.stats import ModelStats
 
 MAX_BATCH = 65536
 
@@ -53,6 +54,7 @@ class ServedModel:
     input_name: str = INPUT_NAME
     output_name: str = OUTPUT_NAME
     extra: dict = field(default_factory=dict)
+    stats: ModelStats = field(default_factory=ModelStats, init=False)
 
     def __post_init__(self):
         self._executor = ThreadPoolExecutor(max_workers=self.policy.concurrent_batches, thread_name_prefix="compute")
@@ -81,17 +83,29 @@ class ServedModel:
 
     async def predict(self, raw: np.ndarray) -> np.ndarray:
         """Class probabilities for raw samples, computed in a batch with other requests when batching is on."""
-        y, batch = await self._batcher.submit(self.prepare(raw))
-        if batch.device_done is not None:  # answered when the one modelled device would have its output
-            wait = batch.device_done - time.perf_counter()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            if self.metrics is not None:
-                self.metrics.observe_pacing(max(wait, 0.0))
+        arrived = time.perf_counter()
+        try:
+            x = self.prepare(raw)
+            prepared = time.perf_counter()
+            y, batch = await self._batcher.submit(x)
+            if batch.device_done is not None:  # answered when the one modelled device would have its output
+                wait = batch.device_done - time.perf_counter()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                if self.metrics is not None:
+                    self.metrics.observe_pacing(max(wait, 0.0))
+        except Exception:
+            self.stats.failed(time.perf_counter() - arrived)
+            raise
+        done = time.perf_counter()
+        computed = batch.started + batch.compute_seconds
+        self.stats.answered(len(x), done - arrived, queue=batch.started - prepared, compute_input=prepared - arrived,
+                            compute_infer=batch.compute_seconds, compute_output=done - computed)
         return y
 
     def _observe(self, batch: Batch) -> None:
         """Once per back-end call, on the event loop: book the modelled device, record the metrics."""
+        self.stats.executed()
         if self.pacer is not None:
             batch.device_done = self.pacer.reserve(batch.started, batch.samples)
         if self.metrics is not None:
