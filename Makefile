@@ -58,6 +58,7 @@ lint: install
 bench: install
 	$(BIN)/python -m benchmarks.trainer_overhead
 	$(BIN)/fpgaflow run examples/bench-serving.yaml --home .cache/bench --replace
+	bash benchmarks/kserve_venv.sh .cache/bench/kserve-venv
 	$(BIN)/python -m benchmarks.serving
 	$(BIN)/python -m benchmarks.emulator
 	$(BIN)/fpgaflow run examples/cnn-top-tagger.yaml --home .cache/bench --replace

@@ -14,8 +14,6 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${1:-.cache/bench/rule4ml-venv}"
 case "$venv" in /*) ;; *) venv="$root/$venv" ;; esac
-python="${PYTHON:-python3}"
-marker="$venv/.fpgaflow-rule4ml-complete"
 
 # The pins: `pip freeze` of a venv where this set resolved and rule4ml predicted (CPython 3.11, 2026-11).
 read -r -d '' PINS <<'EOF' || true
@@ -107,34 +105,11 @@ psutil==7.2.2
 pyparsing==3.3.3
 EOF
 
-hash="$(printf '%s\n' "$PINS" | sha256sum | cut -d' ' -f1)"
-if [[ -f "$marker" && "$(cat "$marker")" == "$hash" ]]; then
-    echo "rule4ml venv: $venv is complete (marker matches), nothing to do"
-    exit 0
-fi
-
-fail() { echo "rule4ml venv: FAILED: $*" >&2; exit 1; }
-start=$SECONDS
-command -v "$python" >/dev/null || fail "no $python (set PYTHON=...)"
-"$python" -c 'import sys; assert (3, 9) <= sys.version_info[:2] <= (3, 12), sys.version' \
-    || fail "$python is not CPython 3.9-3.12 (torch==2.5.1 has no wheel for it); set PYTHON=python3.11"
-
-rm -f "$marker"
-if [[ ! -x "$venv/bin/python" ]]; then
-    echo "rule4ml venv: creating $venv with $("$python" --version 2>&1)"
-    mkdir -p "$(dirname "$venv")"
-    "$python" -m venv "$venv" || fail "python -m venv $venv"
-fi
-pip=("$venv/bin/python" -m pip --disable-pip-version-check)
-
-echo "rule4ml venv: installing $(printf '%s\n' "$PINS" | grep -c .) pinned packages from PyPI (~3.5 GB download, CUDA libraries included) ..."
-req="$(mktemp)"
-trap 'rm -f "$req"' EXIT
-printf '%s\n' "$PINS" >"$req"
-"${pip[@]}" install --no-deps --progress-bar off -r "$req" || fail "pip install (see pip's error above)"
+source "$root/benchmarks/pinned_venv.sh"
+pinned_venv_install rule4ml "$venv" 9 12 "torch==2.5.1 has no wheel for it" "$PINS" || exit 0
 
 echo "rule4ml venv: checking that rule4ml loads its predictors ..."
-TF_CPP_MIN_LOG_LEVEL=3 "$venv/bin/python" -W ignore::FutureWarning - <<'PY' || fail "smoke test: rule4ml does not load"
+TF_CPP_MIN_LOG_LEVEL=3 "$venv/bin/python" -W ignore::FutureWarning - <<'PY' || pinned_venv_fail "smoke test: rule4ml does not load"
 import torch_geometric  # before tensorflow: the other order can abort on an LLVM option clash
 import torch
 import tensorflow as tf
@@ -147,5 +122,4 @@ print(f"rule4ml venv: ok: rule4ml {rule4ml.__version__}, torch {torch.__version_
       f"{torch_geometric.__version__}, tensorflow {tf.__version__}, keras {keras.__version__}")
 PY
 
-echo "$hash" >"$marker"
-echo "rule4ml venv: done in $((SECONDS - start)) s: $venv ($(du -sh "$venv" | cut -f1))"
+pinned_venv_done

@@ -81,26 +81,46 @@ def run_variant(row: dict) -> str:
     return ", ".join(str(row[key]) for key in ("protocol", "mode") if row.get(key))
 
 
+def run_network(row: dict) -> str:
+    """Where a benchmark run's clients sat, where the row says: its network's name (or "")."""
+    return str(row.get("network") or "")
+
+
+def network_label(row: dict) -> str:
+    """A run's network with what it models: "on-prem (direct)", "remote (50 ms RTT, modelled)"."""
+    rtt, bandwidth = float(row.get("rtt_ms") or 0), row.get("bandwidth_mbps")
+    parts = ([f"{rtt:g} ms RTT"] if rtt else []) + ([f"{float(bandwidth):g} Mbit/s"] if bandwidth is not None else [])
+    return f"{run_network(row)} ({', '.join([*parts, 'modelled']) if parts else 'direct'})"
+
+
+def modelled_networks(rows: list[dict]) -> list[str]:
+    """The labels of the networks whose distance runs modelled (not direct), each once, in run order."""
+    return list(dict.fromkeys(network_label(r) for r in rows if r.get("rtt_ms") or r.get("bandwidth_mbps") is not None))
+
+
 def samples_per_second(row: dict) -> float:
     return row.get("throughput_samples_per_s", row["throughput_rps"] * row.get("batch_size", 1))
 
 
 def benchmark_series(rows: list[dict]) -> list[tuple[str, list[dict]]]:
-    """The lines of the benchmark plots: one per target (and protocol and mode where runs differ in them),
-    and per batch size where several ran; each line's runs ordered by the number of clients."""
+    """The lines of the benchmark plots: one per target (and network, protocol and mode where runs differ in
+    them), and per batch size where several ran; each line's runs ordered by the number of clients."""
     several_batches = len({r.get("batch_size", 1) for r in rows}) > 1
     several_variants = len({run_variant(r) for r in rows}) > 1
+    several_networks = len({run_network(r) for r in rows}) > 1
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
-        groups.setdefault((r["target"], run_variant(r) if several_variants else "", r.get("batch_size", 1)), []).append(r)
+        groups.setdefault((r["target"], run_network(r) if several_networks else "", run_variant(r) if several_variants else "",
+                           r.get("batch_size", 1)), []).append(r)
     series = []
-    for (target, variant, batch), runs in sorted(groups.items()):
-        label = target + (f" ({variant})" if variant else "") + (f", batch {batch}" if several_batches else "")
+    for (target, network, variant, batch), runs in sorted(groups.items()):
+        label = (target + (f", {network}" if network else "") + (f" ({variant})" if variant else "")
+                 + (f", batch {batch}" if several_batches else ""))
         series.append((label, sorted(runs, key=lambda r: r["concurrency"])))
     return series
 
 
-BENCH_CSV_KEYS = ("target", "protocol", "mode", "batch_size", "concurrency")
+BENCH_CSV_KEYS = ("target", "network", "protocol", "mode", "batch_size", "concurrency")
 
 
 def plot_benchmark(rows: list[dict], outdir: Path, title: str) -> None:

@@ -10,12 +10,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fpgaflow.errors import NotFound
-from fpgaflow.plots import run_variant, samples_per_second
+from fpgaflow.plots import modelled_networks, network_label, run_network, run_variant, samples_per_second
 from fpgaflow.summary import experiment_facts, stored_summaries
 from fpgaflow.trial import STAGES
 
 TARGET_NOTES = {"cpu": "TensorFlow, CPU", "gpu": "TensorFlow, GPU", "fpga": "bit-exact emulator †"}
 FALLBACK_NOTE = "hls4ml C sim (fallback) †"  # the fpga server fell back to hls4ml's own C simulation
+NETWORK_NOTE = ("Network distance, modelled: the clients of the runs labelled {networks} reached each server through a "
+                "relaying TCP proxy in the load generator, which holds every chunk of bytes half the round-trip time in "
+                "each direction and paces it at the bandwidth limit where one is set. This kernel has no netem: the distance "
+                "is modelled on this machine, not a real network; on-prem clients connect to the server directly. "
+                "(SONIC measured its FPGA service at about 60 ms remote against 10 ms on-prem.)")
 FOOTNOTE = ("† fpga: served by fpgaflow's vectorized bit-exact emulator of the firmware (the same bits as hls4ml's "
             "C simulation); its times are emulation wall time on CPU cores, not the device's latency, which the note "
             "gives as the converter models it.")
@@ -138,6 +143,13 @@ def pareto_rows(points: list[dict]) -> list[list[str]]:
             for p in sorted(points, key=lambda p: -p["accuracy"])]
 
 
+def network_note(summaries: list[dict]) -> str | None:
+    """What the report says of the modelled network distances, where a benchmark ran any."""
+    runs = [r for s in summaries for r in ((s.get("benchmark") or {}).get("runs") or [])]
+    labels = modelled_networks(runs)
+    return NETWORK_NOTE.format(networks=" and ".join(f'"{label}"' for label in labels)) if labels else None
+
+
 def target_note(target: str, info: dict, timing: dict | None) -> str:
     """What a target's times measure: its back end, and for fpga the converter's modelled device latency."""
     note = TARGET_NOTES.get(target, "")
@@ -151,12 +163,21 @@ def target_note(target: str, info: dict, timing: dict | None) -> str:
 
 
 def _target_runs(bench: dict, target: str) -> list[tuple[str, list[dict]]]:
-    """A target's runs, split by protocol and mode where its runs differ in them: [(label, runs)]."""
-    runs = [r for r in bench.get("runs", []) if r["target"] == target]
-    variants = sorted({run_variant(r) for r in runs})
-    if len(variants) <= 1:
-        return [(target, runs)]
-    return [(f"{target} ({v or 'default'})", [r for r in runs if run_variant(r) == v]) for v in variants]
+    """A target's runs, split by network where the benchmark measured several ("fpga, remote (50 ms RTT,
+    modelled)", in the order they ran), and by protocol and mode where its runs differ in them: [(label, runs)]."""
+    every = bench.get("runs", [])
+    several_networks = len({run_network(r) for r in every}) > 1
+    runs = [r for r in every if r["target"] == target]
+    groups: list[tuple[str, list[dict]]] = []
+    for network in dict.fromkeys(run_network(r) for r in runs):
+        mine = [r for r in runs if run_network(r) == network]
+        label = f"{target}, {network_label(mine[0])}" if several_networks else target
+        variants = sorted({run_variant(r) for r in mine})
+        if len(variants) <= 1:
+            groups.append((label, mine))
+        else:
+            groups += [(f"{label} ({v or 'default'})", [r for r in mine if run_variant(r) == v]) for v in variants]
+    return groups or [(target, [])]
 
 
 def _per_target(summaries: list[dict], row_fn) -> list[list[str]]:
@@ -338,8 +359,9 @@ def document(name: str, summaries: list[dict], facts: dict, live_metrics: bool =
     if len(points) > 1:
         blocks += [Heading("Sweep: accuracy against DSPs and latency (Pareto front: no trial is cheaper and as accurate)"),
                    _table(PARETO_HEADER, pareto_rows(points)), Image("Pareto front", "pareto.png", "pareto.csv")]
+    distance = network_note(summaries)
     blocks += [Heading("Latency and throughput (SONIC-style: N clients, each sending requests one after another)"),
-               Paragraph(SERVICE_TEXT), _table(SERVICE_HEADER, service_rows(summaries)),
+               Paragraph(SERVICE_TEXT), *([Paragraph(distance)] if distance else []), _table(SERVICE_HEADER, service_rows(summaries)),
                Paragraph("Every run:"), _table(LATENCY_HEADER, latency_rows(summaries)), Paragraph(FOOTNOTE)]
     notes: list[Inline] = []
     for s in summaries:
@@ -469,20 +491,24 @@ def html_report(name: str, summaries: list[dict], facts: dict) -> str:
 
 
 def histogram_selection(runs: list[dict], keys: set[str]) -> dict[str, str]:
-    """Which latencies the histogram shows: per target, batch 1 (else its smallest batch) at the most
-    clients run there; {label: latencies.npz key}. Keys are f"{target}_b{batch}_c{clients}", or
-    f"{target}_c{clients}" in runs from before batch scans."""
+    """Which latencies the histogram shows: per target (and network, where several were measured), batch 1
+    (else its smallest batch) at the most clients run there; {label: latencies.npz key}. Keys are
+    f"{target}_b{batch}_c{clients}" (f"{target}@{network}_b{batch}_c{clients}" where several networks were
+    measured), or f"{target}_c{clients}" in runs from before batch scans."""
+    several_networks = len({run_network(r) for r in runs}) > 1
     chosen = {}
-    for target in dict.fromkeys(r["target"] for r in runs):
-        mine = [r for r in runs if r["target"] == target and r.get("ok", 0) > 0]
+    for target, network in dict.fromkeys((r["target"], run_network(r)) for r in runs):
+        mine = [r for r in runs if r["target"] == target and run_network(r) == network and r.get("ok", 0) > 0]
         if not mine:
             continue
         batches = {r.get("batch_size", 1) for r in mine}
         batch = 1 if 1 in batches else min(batches)
         clients = max(r["concurrency"] for r in mine if r.get("batch_size", 1) == batch)
-        key = next((k for k in (f"{target}_b{batch}_c{clients}", f"{target}_c{clients}") if k in keys), None)
+        name = f"{target}@{network}" if several_networks else target
+        key = next((k for k in (f"{name}_b{batch}_c{clients}", f"{name}_c{clients}") if k in keys), None)
         if key is not None:
-            chosen[f"{target}, batch {batch}, {clients} client{'s' * (clients != 1)}"] = key
+            where = f", {network}" if several_networks else ""
+            chosen[f"{target}{where}, batch {batch}, {clients} client{'s' * (clients != 1)}"] = key
     return chosen
 
 
@@ -564,6 +590,9 @@ def print_report(console, name: str, summaries: list[dict], report_path: Path | 
             table.add_row(*(escape(cell) for cell in row))
         console.print(table)
     console.print(escape(FOOTNOTE))
+    distance = network_note(summaries)
+    if distance:
+        console.print(escape(distance))
     for name, source in data_sources(summaries):
         console.print(escape(f"data: {name}, {source}"))
     for caveat in estimate_caveats(summaries):

@@ -499,8 +499,20 @@ class ServeSpec(_Model):
         return targets
 
 
+class NetworkSpec(_Model):
+    """Where the benchmark's clients sit: on-prem (connected to the server directly) or at a modelled distance,
+    through a relaying proxy in the load generator that delays and paces the bytes (this kernel has no netem)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$", max_length=40,
+                      description="The network's name in the results and the report: on-prem, remote, ...")
+    rtt_ms: float = Field(0.0, ge=0, le=10_000, description="Round-trip time added between the clients and the server "
+                          "(half each way), in ms.")
+    bandwidth_mbps: float | None = Field(None, gt=0, le=1_000_000, description="Each direction's bandwidth limit in "
+                                         "Mbit/s; unset: unlimited. With rttMs 0 and no limit, the clients connect directly.")
+
+
 class BenchmarkSpec(_Model):
-    """The load generator's scan (SONIC's measurement): every target, batch size and number of clients."""
+    """The load generator's scan (SONIC's measurement): every network, target, batch size and number of clients."""
 
     concurrency: list[Annotated[int, Field(ge=1, le=256)]] = Field(
         default_factory=lambda: [1, 4, 16, 50], min_length=1, description="Numbers of concurrent client processes to scan."
@@ -514,6 +526,18 @@ class BenchmarkSpec(_Model):
     rate: float | None = Field(
         None, gt=0, le=1_000_000, description="Open loop: requests per second of all clients together, each sent at its "
         "scheduled time, its latency counted from then. Unset: closed loop, each client sends when its previous answer came.")
+    networks: list[NetworkSpec] = Field(
+        default_factory=lambda: [NetworkSpec(name="on-prem")], min_length=1, max_length=16,
+        description="Where the clients sit, each measured in turn (SONIC's on-prem and remote): a name, and the round "
+        "trip and bandwidth a relaying proxy in the load generator models between the clients and the server.")
+
+    @field_validator("networks")
+    @classmethod
+    def _unique_networks(cls, networks: list[NetworkSpec]) -> list[NetworkSpec]:
+        names = [n.name for n in networks]
+        if len(set(names)) != len(names):
+            raise ValueError(f"network names must not repeat, got {names}")
+        return networks
 
 
 EXECUTORS = ("local", "kubernetes", "slurm")

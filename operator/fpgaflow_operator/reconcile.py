@@ -135,7 +135,9 @@ def _status(trial: Trial, phase: str, stage: str | None, obs: TrialObservation, 
         status["endpoints"] = endpoints
     if bench:
         status["benchmark"] = {
-            f"{r['target']}@{r['concurrency']}": {"p50Ms": r.get("p50_ms"), "p99Ms": r.get("p99_ms"), "throughputRps": r["throughput_rps"]}
+            # a run from a modelled distance (benchmark.networks) keyed apart from the direct one: cpu@1/remote
+            f"{r['target']}@{r['concurrency']}" + (f"/{r.get('network')}" if r.get("rtt_ms") or r.get("bandwidth_mbps") else ""):
+            {"p50Ms": r.get("p50_ms"), "p99Ms": r.get("p99_ms"), "throughputRps": r["throughput_rps"]}
             for r in bench.get("runs", [])
         }
     status.update({k: v for k, v in extra.items() if v})

@@ -242,3 +242,35 @@ def test_the_batch_record_has_queue_and_compute_times_and_samples():
     assert 0.05 <= batch1.compute_seconds < 0.05 + 0.04
     assert batch1.started - t0 == pytest.approx(first_wait, abs=0.005)
     assert batch1.device_done is None
+
+
+@pytest.mark.parametrize("batching", [False, True])
+def test_a_fast_back_end_runs_on_the_event_loop_and_a_slow_one_on_the_workers(batching):
+    """After its first call (on a worker, timed), a back end faster than inline_below_s is called on the event
+    loop's own thread; one slower than that stays on the worker threads."""
+
+    def thread_of(sleep: float):
+        def compute(x):
+            if sleep:
+                time.sleep(sleep)
+            threads.append(threading.get_ident())
+            return x * 2
+
+        threads: list[int] = []
+        policy = BatchPolicy(max_batch_size=4 if batching else 1, max_delay_s=0.001, inline_below_s=0.005)
+
+        async def body(batcher):
+            loop_thread = threading.get_ident()
+            for n in range(4):
+                y, _ = await batcher.submit(rows(n, 1))
+                np.testing.assert_array_equal(y, rows(n, 1) * 2)
+            return loop_thread, batcher.mean_compute_s
+
+        (loop_thread, mean), _ = serve(policy, compute, body)
+        return [t == loop_thread for t in threads], mean
+
+    on_loop, mean = thread_of(0.0)
+    assert on_loop == [False, True, True, True] and mean < 0.005
+    on_loop, mean = thread_of(0.01)
+    assert on_loop == [False, False, False, False] and mean >= 0.01
+    assert BatchPolicy().inline_below_s == 0, "off unless the server asks for it"

@@ -147,3 +147,15 @@ def test_a_server_pod_is_given_longer_than_the_server_drains():
     pod = server_deployment(ClusterSettings(), "ns", "exp", "t00", "cpu")["spec"]["template"]["spec"]
     assert "--grace-seconds" not in pod["containers"][0]["args"]
     assert pod["terminationGracePeriodSeconds"] > ServerSettings().grace_seconds
+
+
+def test_a_remote_run_has_its_own_status_entry_beside_the_on_prem_one():
+    ts = trials(targets=("cpu",))
+    runs = [{"target": "cpu", "concurrency": 1, "network": "on-prem", "rtt_ms": 0.0, "bandwidth_mbps": None, "p50_ms": 0.5,
+             "throughput_rps": 2000.0},
+            {"target": "cpu", "concurrency": 1, "network": "remote", "rtt_ms": 50.0, "bandwidth_mbps": None, "p50_ms": 50.5,
+             "throughput_rps": 19.8}]
+    done = TrialObservation(done=frozenset({"train", "convert", "bench"}),
+                            summary={"accuracy": {"emulated": 0.7}, "benchmark": {"targets": {}, "runs": runs}})
+    status = decide(ts, {"t00": done}).trials[0]["benchmark"]
+    assert {k: v["p50Ms"] for k, v in status.items()} == {"cpu@1": 0.5, "cpu@1/remote": 50.5}

@@ -26,11 +26,18 @@ class Backend(Protocol):
 class KerasBackend:
     """The trained Keras model on one TensorFlow device, called through a compiled tf.function."""
 
-    def __init__(self, model_path: Path, target: str, device: str):
+    def __init__(self, model_path: Path, target: str, device: str, threads: int = 1):
         import tensorflow as tf
 
         from fpgaflow.keras_model import load_model  # float and fixed-point (HGQ2) models alike
 
+        try:  # before TensorFlow's runtime starts (it does with the model's first op)
+            # ``threads`` per op, and the ops of one call in turn (inter-op 1): handing a model's microsecond ops
+            # between TensorFlow's thread pools costs more CPU than it saves (45 us of 200 per call, jet tagger)
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(1)
+        except RuntimeError:  # already started in this process (a test's): its pools stay as they are
+            pass
         self.target, self._device = target, device
         with tf.device(device):
             self._model = load_model(model_path)
@@ -107,15 +114,16 @@ def visible_gpus() -> list[str]:
     return [d.name for d in tf.config.list_physical_devices("GPU")]
 
 
-def load_backend(version: ModelVersion, target: str) -> Backend:
-    """The back end of ``target`` for one version of a trial's model (``fpgaflow.trial.model_versions``)."""
+def load_backend(version: ModelVersion, target: str, threads: int = 1) -> Backend:
+    """The back end of ``target`` for one version of a trial's model (``fpgaflow.trial.model_versions``); a
+    TensorFlow one uses ``threads`` per op."""
     if target == "cpu":
-        return KerasBackend(version.model, "cpu", "/CPU:0")
+        return KerasBackend(version.model, "cpu", "/CPU:0", threads)
     if target == "gpu":
         gpus = visible_gpus()
         if not gpus:
             raise TargetUnavailable("no GPU is visible to TensorFlow on this machine (tf.config.list_physical_devices('GPU') is empty)")
-        return KerasBackend(version.model, "gpu", "/GPU:0")
+        return KerasBackend(version.model, "gpu", "/GPU:0", threads)
     if target == "fpga":
         converted = version.result()
         if converted.get("export") == "bnn":  # a binary model: a BNN-PYNQ parameter folder, no emulator

@@ -4,6 +4,11 @@ thread, and each request gets its own rows back.
 
 Batching off skips the scheduler: each request waits for a free worker and runs alone, with the
 same queue-time, compute-time and batch-size accounting.
+
+A back end whose calls take less than ``inline_below_s`` (a running mean of the last ones) is called on the
+event loop itself: handing a call of tens of microseconds to a worker thread and back (a queue, a wake-up, a
+future, the loop's self-pipe) costs more CPU than the call. A slower one goes back to the workers, so that
+the loop keeps answering while it computes.
 """
 
 from __future__ import annotations
@@ -23,10 +28,24 @@ class BatchPolicy:
     max_batch_size: int = 1  # samples per back-end call; 1: batching off
     max_delay_s: float = 0.0  # how long the first request of a batch waits for others
     concurrent_batches: int = 1  # back-end calls running at once (worker threads)
+    inline_below_s: float = 0.0  # calls shorter than this (running mean) run on the event loop; 0: never
 
     @property
     def enabled(self) -> bool:
         return self.max_batch_size > 1
+
+
+COMPUTE_MEAN_WEIGHT = 0.1  # of the newest call in the running mean of compute time
+
+
+def runs_inline(mean_compute_s: float, policy: BatchPolicy) -> bool:
+    """Whether the next back-end call runs on the event loop (see the module's docstring)."""
+    return mean_compute_s < policy.inline_below_s
+
+
+def updated_mean(mean_s: float, seconds: float) -> float:
+    """The running mean of compute time after one more call (the first call sets it)."""
+    return seconds if mean_s == float("inf") else mean_s + COMPUTE_MEAN_WEIGHT * (seconds - mean_s)
 
 
 @dataclass
@@ -70,6 +89,7 @@ class Batcher:
         self._slots: asyncio.Semaphore | None = None
         self._loop_task: asyncio.Task | None = None
         self._running: set[asyncio.Task] = set()
+        self.mean_compute_s = float("inf")  # running mean of the back end's call time: none measured yet
 
     def start(self) -> None:
         """Begin scheduling on the running event loop."""
@@ -117,10 +137,19 @@ class Batcher:
             self._running.add(task)
             task.add_done_callback(self._running.discard)
 
+    async def _compute_batch(self, x: np.ndarray) -> tuple[np.ndarray, float]:
+        """One back-end call, on the loop or on a worker (runs_inline); its output and seconds."""
+        if runs_inline(self.mean_compute_s, self.policy):
+            y, seconds = self._timed_compute(x)
+        else:
+            y, seconds = await asyncio.get_running_loop().run_in_executor(self._executor, self._timed_compute, x)
+        self.mean_compute_s = updated_mean(self.mean_compute_s, seconds)
+        return y, seconds
+
     async def _run_alone(self, x: np.ndarray, enqueued: float) -> tuple[np.ndarray, Batch]:
         async with self._slots:
             started = time.perf_counter()
-            y, seconds = await asyncio.get_running_loop().run_in_executor(self._executor, self._timed_compute, x)
+            y, seconds = await self._compute_batch(x)
         batch = Batch(len(x), [started - enqueued], seconds, started)
         if self._on_batch is not None:
             self._on_batch(batch)
@@ -131,7 +160,7 @@ class Batcher:
             started = time.perf_counter()
             x = items[0].x if len(items) == 1 else np.concatenate([item.x for item in items])
             try:
-                y = await asyncio.get_running_loop().run_in_executor(self._executor, self._timed_compute, x)
+                y = await self._compute_batch(x)
             except Exception as exc:  # every request of the batch learns why
                 for item in items:
                     if not item.future.done():

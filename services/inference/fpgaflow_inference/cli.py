@@ -23,11 +23,16 @@ def cmd_bench(args) -> int:
         return run_stage("bench", args.trial_dir, run, force=args.force)
     if not args.address or not args.model:
         raise ConfigError("--trial-dir, or --address with --model, is required")
+    if args.rtt_ms < 0 or (args.bandwidth_mbps is not None and args.bandwidth_mbps <= 0):
+        raise ConfigError("--rtt-ms must be 0 or more and --bandwidth-mbps more than 0")
     from fpgaflow_inference.bench import run_standalone
+    from fpgaflow_inference.netem import Network
 
+    network = (Network("remote", args.rtt_ms, args.bandwidth_mbps)
+               if args.rtt_ms > 0 or args.bandwidth_mbps is not None else None)
     rows = run_standalone(args.address, args.model, args.out, proto=args.protocol, input_name=args.input_name,
                           features=args.features, data=args.data, batch_sizes=args.batch_size, concurrency=args.concurrency,
-                          requests=args.requests, warmup=args.warmup, rate=args.rate)
+                          requests=args.requests, warmup=args.warmup, rate=args.rate, network=network)
     return 0 if all(r["ok"] == r["requests"] for r in rows) else 1
 
 
@@ -42,7 +47,8 @@ def cmd_serve(args) -> int:
 
         settings = ServerSettings.from_spec(
             trial.spec().serve, host=args.host, port=args.port, metrics_port=args.metrics_port, workers=args.workers,
-            max_batch_size=args.max_batch_size, max_latency_micros=args.max_latency_micros, pacing=args.pace,
+            max_batch_size=args.max_batch_size, max_latency_micros=args.max_latency_micros,
+            compute_threads=args.compute_threads, inline_below_micros=args.inline_below_micros, pacing=args.pace,
             grace_seconds=args.grace_seconds, max_message_bytes=args.max_message_bytes,
             max_concurrent_streams=args.max_concurrent_streams, tls_cert=args.tls_cert, tls_key=args.tls_key)
         return run(trial, args.target, settings)
@@ -65,6 +71,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--requests", type=int, default=500, help="timed requests per client")
     g.add_argument("--warmup", type=int, default=20, help="untimed requests per client first")
     g.add_argument("--rate", type=float, help="open loop: requests per second of all clients together")
+    g.add_argument("--rtt-ms", type=float, default=0.0, help="clients at a modelled distance: round trip added by a "
+                   "relaying proxy in the load generator (half each way), in ms")
+    g.add_argument("--bandwidth-mbps", type=float, help="with the proxy: each direction's bandwidth limit, in Mbit/s")
     g.add_argument("--out", type=Path, default=Path("bench-results"), help="folder for results and plots")
     p.set_defaults(fn=cmd_bench)
 
@@ -76,6 +85,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--metrics-port", type=int, default=8000)
     p.add_argument("--workers", type=int, help="back-end calls running at once (default 1 with dynamic batching, 4 without)")
     p.add_argument("--compute-threads", type=int, default=1, help="threads one back-end call may use")
+    p.add_argument("--inline-below-micros", type=int, help="back-end calls shorter than this (a running mean) run on "
+                   "the event loop instead of a worker thread (default 300; 0: always on the workers)")
     p.add_argument("--max-batch-size", type=int, help="dynamic batching: most samples per back-end call, 1 = off "
                    "(default: the spec's serve.batching)")
     p.add_argument("--max-latency-micros", type=int, help="dynamic batching: longest wait for a batch to fill")

@@ -39,12 +39,21 @@ class ErrorsAndMetrics(grpc.aio.ServerInterceptor):
 
     def __init__(self, metrics: ServerMetrics):
         self._metrics = metrics
+        self._handlers: dict[str, grpc.RpcMethodHandler] = {}  # method path: its handler, wrapped once
 
     async def intercept_service(self, continuation, handler_call_details):
-        handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None or not handler_call_details.method.startswith(MEASURED_SERVICES):
+        path = handler_call_details.method
+        handler = self._handlers.get(path)
+        if handler is None:
+            handler = self._wrap(path, await continuation(handler_call_details))
+            if handler is not None:  # (an unknown method is not kept: its name is the caller's to choose)
+                self._handlers[path] = handler
+        return handler
+
+    def _wrap(self, path: str, handler):
+        if handler is None or handler.unary_unary is None or not path.startswith(MEASURED_SERVICES):
             return handler
-        method = handler_call_details.method.rsplit("/", 1)[-1]
+        method = path.rsplit("/", 1)[-1]
         behavior = handler.unary_unary
         metrics = self._metrics
         in_flight = metrics.in_flight.labels(metrics.model, metrics.target)

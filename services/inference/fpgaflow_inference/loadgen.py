@@ -11,10 +11,16 @@ N client processes each send M requests, after a warm-up that is not timed:
 Requests are serialized once in the parent with the stock protos (TF Serving ``PredictRequest`` or v2
 ``ModelInferRequest``); the clients send those bytes and import neither TensorFlow nor the model, so
 what is timed is the server. Every request's latency is kept; errors are counted by gRPC status code.
+
+The clients may sit at a modelled network distance (:class:`~fpgaflow_inference.netem.Network`, SONIC's
+remote against on-prem): they then call a relaying proxy on this machine that delays and paces the bytes on
+their way to the server and back (fpgaflow_inference.netem), started for the run and stopped after it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import multiprocessing as mp
 import queue
 import threading
@@ -24,6 +30,8 @@ from dataclasses import dataclass, field
 
 import grpc
 import numpy as np
+
+from fpgaflow_inference.netem import Network, Relay
 
 N_PAYLOADS = 32
 START_TIMEOUT = 120.0
@@ -114,12 +122,15 @@ class RunResult:
     errors: dict[str, int]
     wall_seconds: float
     load: Load | None = field(default=None, compare=False)
+    network: Network | None = field(default=None, compare=False)  # where the clients sat (None: not said, direct)
 
     def summary(self) -> dict:
         lat = self.latencies_ms
         ok = len(lat)
         row = {
             "target": self.target,
+            **({"network": self.network.name, "rtt_ms": self.network.rtt_ms, "bandwidth_mbps": self.network.bandwidth_mbps}
+               if self.network is not None else {}),
             "concurrency": self.concurrency,
             "batch_size": self.batch_size,
             "requests": ok + sum(self.errors.values()),
@@ -251,10 +262,18 @@ ProgressFn = Callable[[int, int], None]  # (requests answered so far, requests i
 
 
 def run_load(target: str, address: str, payloads: list[bytes], batch_size: int, load: Load,
-             progress: ProgressFn | None = None) -> RunResult:
+             progress: ProgressFn | None = None, network: Network | None = None) -> RunResult:
     """``load.concurrency`` client processes against one server, calling the load's protocol's method;
     returns every successful request's latency. ``progress`` is called about every PROGRESS_EVERY seconds
-    while the run goes on."""
+    while the run goes on. With a ``network`` that is not direct, the clients call the server through its
+    relaying proxy (warm-up included), which runs as long as the run."""
+    with Relay(address, network) if network is not None and not network.direct else contextlib.nullcontext(address) as via:
+        result = _run_load(target, via, payloads, batch_size, load, progress)
+    return dataclasses.replace(result, network=network)
+
+
+def _run_load(target: str, address: str, payloads: list[bytes], batch_size: int, load: Load,
+              progress: ProgressFn | None) -> RunResult:
     method = PROTOCOLS[load.protocol].method
     ctx = mp.get_context("spawn")
     barrier = ctx.Barrier(load.concurrency)
@@ -339,8 +358,9 @@ def discover_input(address: str, model: str, proto: str) -> tuple[str, tuple[int
         return name, tuple(int(d.size) for d in info.tensor_shape.dim[1:])
 
 
-CSV_COLUMNS = ["target", "protocol", "mode", "offered_rps", "concurrency", "batch_size", "requests", "ok", "p50_ms", "p90_ms",
-               "p99_ms", "mean_ms", "std_ms", "throughput_rps", "throughput_samples_per_s", "wall_seconds"]
+CSV_COLUMNS = ["target", "network", "rtt_ms", "bandwidth_mbps", "protocol", "mode", "offered_rps", "concurrency", "batch_size",
+               "requests", "ok", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "throughput_rps", "throughput_samples_per_s",
+               "wall_seconds"]
 
 
 def csv_table(rows: list[dict]) -> tuple[list[str], list[list]]:
@@ -349,21 +369,24 @@ def csv_table(rows: list[dict]) -> tuple[list[str], list[list]]:
                                        ";".join(f"{k}={v}" for k, v in row["errors"].items())] for row in rows]
 
 
-def latency_key(target: str, batch_size: int, concurrency: int) -> str:
-    """The name of one run's per-request latencies in latencies.npz."""
-    return f"{target}_b{batch_size}_c{concurrency}"
+def latency_key(target: str, batch_size: int, concurrency: int, network: str | None = None) -> str:
+    """The name of one run's per-request latencies in latencies.npz: cpu_b1_c4, or cpu@remote_b1_c4 where a
+    benchmark measured several networks."""
+    return f"{target}{'@' + network if network else ''}_b{batch_size}_c{concurrency}"
 
 
 def scan(target: str, address: str, model: str, input_name: str, x: np.ndarray, batch_sizes: list[int],
          concurrencies: list[int], requests: int, warmup: int = 0, rate: float | None = None, proto: str = "tfserving",
-         say: Callable[[str], None] = print) -> tuple[list[dict], dict[str, np.ndarray]]:
-    """Every (batch size, number of clients) run against one endpoint: the summary rows and, by
-    :func:`latency_key`, every request's latency. Prints one line a run and progress while it goes."""
+         say: Callable[[str], None] = print, network: Network | None = None,
+         key_network: bool = False) -> tuple[list[dict], dict[str, np.ndarray]]:
+    """Every (batch size, number of clients) run against one endpoint, from the clients' ``network``: the
+    summary rows and, by :func:`latency_key` (with the network's name where ``key_network``), every request's
+    latency. Prints one line a run and progress while it goes."""
     rows, record = [], {}
     for batch_size in batch_sizes:
         requests_bytes = payloads(protocol(proto), model, input_name, x, batch_size)
         for concurrency in concurrencies:
-            label = f"{target} b{batch_size} x{concurrency}"
+            label = f"{target}{' ' + network.name if key_network and network else ''} b{batch_size} x{concurrency}"
             started = time.monotonic()
 
             def progress(done, total, label=label, started=started):
@@ -371,14 +394,17 @@ def scan(target: str, address: str, model: str, input_name: str, x: np.ndarray, 
                     say(f"{label}: {done:,}/{total:,} requests ({done / total:.0%})")
 
             load = Load(concurrency, requests, warmup, rate, proto)
-            result = run_load(target, address, requests_bytes, batch_size, load, progress=progress)
+            result = run_load(target, address, requests_bytes, batch_size, load, progress=progress, network=network)
             row = result.summary()
-            record[latency_key(target, batch_size, concurrency)] = result.latencies_ms
+            record[latency_key(target, batch_size, concurrency, network.name if key_network and network else None)] = \
+                result.latencies_ms
             rows.append(row)
             say(f"{label:<18} p50 {row.get('p50_ms', float('nan')):8.3f} ms  p99 {row.get('p99_ms', float('nan')):8.3f} ms  "
                 f"{row['throughput_rps']:9.1f} req/s  {row['throughput_samples_per_s']:10.1f} samples/s  "
                 f"errors {row['errors'] or 0}")
     return rows, record
+
+
 def health_ok(address: str, timeout: float = 1.0) -> bool:
     """Whether the gRPC server at ``address`` answers grpc.health.v1 with SERVING."""
     import grpc

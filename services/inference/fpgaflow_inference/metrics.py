@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 LATENCY_BUCKETS = (5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
@@ -48,20 +50,31 @@ class ServerMetrics:
         for method in INFERENCE_METHODS:
             self.requests.labels(model, target, method, "OK")
             self.request_seconds.labels(model, target, method)
+        # Each series looked up once, when first observed: labels() validates and locks on every call, which
+        # costs a request more than observing does
+        self._series: dict[tuple, Any] = {}
+
+    def _child(self, metric, *labels: str):
+        """``metric``'s series of this server's model and target and ``labels``."""
+        key = (metric, *labels)
+        child = self._series.get(key)
+        if child is None:
+            child = self._series[key] = metric.labels(self.model, self.target, *labels)
+        return child
 
     def observe_request(self, method: str, code: str, seconds: float) -> None:
-        self.request_seconds.labels(self.model, self.target, method).observe(seconds)
-        self.requests.labels(self.model, self.target, method, code).inc()
+        self._child(self.request_seconds, method).observe(seconds)
+        self._child(self.requests, method, code).inc()
 
     def observe_batch(self, batch: int, queue_seconds: list[float], seconds: float, device_seconds: float | None) -> None:
         """One back-end call: its samples, the queue time of each request in it, its compute and device time."""
-        queue = self.queue_seconds.labels(self.model, self.target)
+        queue = self._child(self.queue_seconds)
         for waited in queue_seconds:
             queue.observe(waited)
-        self.compute_seconds.labels(self.model, self.target).observe(seconds)
-        self.batch_size.labels(self.model, self.target).observe(batch)
+        self._child(self.compute_seconds).observe(seconds)
+        self._child(self.batch_size).observe(batch)
         if device_seconds is not None:
-            self.device_seconds.labels(self.model, self.target).observe(device_seconds)
+            self._child(self.device_seconds).observe(device_seconds)
 
     def observe_pacing(self, seconds: float) -> None:
-        self.pacing_seconds.labels(self.model, self.target).observe(seconds)
+        self._child(self.pacing_seconds).observe(seconds)

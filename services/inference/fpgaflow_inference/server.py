@@ -54,6 +54,8 @@ class ServerSettings:
     # while the back end is busy, as with one Triton model instance), 4 without
     max_batch_size: int = 1  # 1: dynamic batching off
     max_latency_micros: int = 0
+    compute_threads: int = 1  # threads one back-end call may use (TensorFlow's per op; OMP_NUM_THREADS)
+    inline_below_micros: int = 300  # back-end calls shorter than this run on the event loop (batching.py); 0: never
     pacing: bool = False  # fpga: answers paced to one modelled device
     grace_seconds: float = 30.0  # SIGTERM: how long in-flight requests may take to finish
     max_message_bytes: int = 64 * 1024 * 1024
@@ -74,7 +76,7 @@ class ServerSettings:
     def policy(self) -> BatchPolicy:
         batching = self.max_batch_size > 1
         workers = self.workers if self.workers is not None else (1 if batching else 4)
-        return BatchPolicy(self.max_batch_size, self.max_latency_micros / 1e6, workers)
+        return BatchPolicy(self.max_batch_size, self.max_latency_micros / 1e6, workers, self.inline_below_micros / 1e6)
 
     def credentials(self) -> grpc.ServerCredentials | None:
         if (self.tls_cert is None) != (self.tls_key is None):
@@ -100,7 +102,7 @@ def served_model(trial: TrialDir, target: str, settings: ServerSettings, metrics
     """One version of the trial's model (version 1, as trained, by default) served on ``target``."""
     version = version or model_versions(trial)[0]
     train = trial.stage_dir("train")
-    backend = load_backend(version, target)
+    backend = load_backend(version, target, settings.compute_threads)
     pacer = None
     if settings.pacing and target == "fpga":
         timing = getattr(backend, "timing", None)
