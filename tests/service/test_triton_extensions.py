@@ -5,8 +5,11 @@ inferences it ran. A cpu server of the tiny trial with dynamic batching on, and 
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -147,3 +150,24 @@ def test_statistics_count_the_inferences(triton_reply):
     # a request's whole time covers its phases: its wait for a batch and its batch's back-end call
     whole = int(stats["success"]["ns"])
     assert whole >= int(stats["queue"]["ns"]) + int(stats["compute_infer"]["ns"]) and int(stats["compute_infer"]["ns"]) > 0
+
+
+def test_tritons_perf_analyzer_measures_the_server_unchanged(batching_server):
+    """Triton's performance analyzer, the binary tritonclient installs, against the batching server: it reads
+    the model's configuration and metadata, sends inputs of its own, and reads the server's statistics."""
+    import nvidia.cuda_runtime  # libcudart.so.12, which the binary links
+
+    libs = Path(list(nvidia.cuda_runtime.__path__)[0]) / "lib"
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "perf_analyzer"), "-m", MODEL, "-i", "grpc", "-u", batching_server["address"],
+         "--concurrency-range", "2", "--measurement-mode", "count_windows", "--measurement-request-count", "100",
+         "--stability-percentage", "1000"],  # (a stable figure is not what this test is about: a busy machine's will do)
+        env={**os.environ, "LD_LIBRARY_PATH": str(libs)}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        timeout=180)
+    assert done.returncode == 0, done.stdout
+    server = done.stdout[done.stdout.index("Server:"):]
+    counts = {k: int(v) for k, v in re.findall(r"(Inference count|Execution count|Successful request count): (\d+)",
+                                                server)}
+    assert counts["Successful request count"] > 0 and counts["Inference count"] >= counts["Successful request count"]
+    assert 0 < counts["Execution count"] <= counts["Inference count"], "batched: no more back-end calls than samples"
+    assert float(re.search(r"throughput: ([\d.]+) infer/sec", done.stdout).group(1)) > 0
