@@ -23,10 +23,10 @@ from fpgaflow_inference.v2 import grpc_predict_v2_pb2 as pb
 
 # ------------------------------------------------------------------------------ wire compatibility
 # tritonclient's protos define the package `inference` as ours do, and one process's descriptor pool
-# refuses a second definition: its descriptors are read in a process of their own.
-TRITON_DESCRIPTORS = """
-import json
-from tritonclient.grpc import model_config_pb2, service_pb2
+# refuses a second definition: each side's descriptors are read in a process of their own, by this script
+# (argv: the modules of the protocol's files, then the module whose file has the service).
+DESCRIPTORS = """
+import importlib, json, sys
 
 messages, enums = {}, {}
 def walk(message):
@@ -37,46 +37,36 @@ def walk(message):
         enums[enum.full_name] = {v.name: v.number for v in enum.values}
     for nested in message.nested_types:
         walk(nested)
-for file in (service_pb2.DESCRIPTOR, model_config_pb2.DESCRIPTOR):
+files = [importlib.import_module(name).DESCRIPTOR for name in sys.argv[1:]]
+for file in files:
     for message in file.message_types_by_name.values():
         walk(message)
     for enum in file.enum_types_by_name.values():
         enums[enum.full_name] = {v.name: v.number for v in enum.values}
-service = service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+service = files[-1].services_by_name["GRPCInferenceService"]
 methods = {m.name: [m.input_type.full_name, m.output_type.full_name] for m in service.methods}
 print(json.dumps({"messages": messages, "enums": enums, "methods": methods, "service": service.full_name}))
 """
 
 
-@pytest.fixture(scope="module")
-def triton() -> dict:
-    done = subprocess.run([sys.executable, "-c", TRITON_DESCRIPTORS], capture_output=True, text=True, timeout=120)
+def descriptors(*modules: str) -> dict:
+    done = subprocess.run([sys.executable, "-c", DESCRIPTORS, *modules], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
 
-def ours() -> tuple[dict, dict]:
-    messages, enums = {}, {}
-
-    def walk(message):
-        messages[message.full_name] = {
-            f.name: [f.number, f.type, f.is_repeated,
-                     (f.message_type or f.enum_type).full_name if (f.message_type or f.enum_type) else ""]
-            for f in message.fields}
-        for enum in message.enum_types:
-            enums[enum.full_name] = {v.name: v.number for v in enum.values}
-        for nested in message.nested_types:
-            walk(nested)
-
-    for message in pb.DESCRIPTOR.message_types_by_name.values():
-        walk(message)
-    for enum in pb.DESCRIPTOR.enum_types_by_name.values():
-        enums[enum.full_name] = {v.name: v.number for v in enum.values}
-    return messages, enums
+@pytest.fixture(scope="module")
+def triton() -> dict:
+    return descriptors("tritonclient.grpc.model_config_pb2", "tritonclient.grpc.service_pb2")
 
 
-def test_every_message_and_field_has_tritons_name_number_and_type(triton):
-    messages, _ = ours()
+@pytest.fixture(scope="module")
+def ours() -> dict:
+    return descriptors("fpgaflow_inference.v2.grpc_predict_v2_pb2")
+
+
+def test_every_message_and_field_has_tritons_name_number_and_type(triton, ours):
+    messages = ours["messages"]
     for name in ("inference.ModelConfig", "inference.ModelStatistics", "inference.RepositoryIndexResponse.ModelIndex"):
         assert name in messages
     for name, fields in messages.items():
@@ -87,17 +77,16 @@ def test_every_message_and_field_has_tritons_name_number_and_type(triton):
             assert [number, kind, repeated, type_name] == theirs[field], f"{name}.{field} differs from Triton's"
 
 
-def test_every_enum_value_has_tritons_number(triton):
-    _, enums = ours()
+def test_every_enum_value_has_tritons_number(triton, ours):
+    enums = ours["enums"]
     assert {"inference.DataType", "inference.ModelInstanceGroup.Kind"} <= set(enums)
     for name, values in enums.items():
         assert values == triton["enums"][name], f"{name} differs from Triton's"  # declared in full
 
 
-def test_every_rpc_is_tritons_with_its_request_and_response(triton):
-    service = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
-    assert service.full_name == triton["service"]
-    methods = {m.name: [m.input_type.full_name, m.output_type.full_name] for m in service.methods}
+def test_every_rpc_is_tritons_with_its_request_and_response(triton, ours):
+    assert ours["service"] == triton["service"]
+    methods = ours["methods"]
     assert {"ModelConfig", "RepositoryIndex", "ModelStatistics", "ModelInfer", "ModelMetadata"} <= set(methods)
     for name, types in methods.items():
         assert triton["methods"].get(name) == types, name

@@ -141,6 +141,7 @@ class KubernetesExecutor:
         self._checked = (-math.inf, "")
         self._seen: dict[int, dict] = {}  # entry id: the last status copied
         self._copying: dict[int, threading.Thread] = {}  # entry id: the copy of its ended experiment's results
+        self._hashes: dict[int, str] = {}  # entry id: its spec's hash (the manifest parsed once)
 
     def _clients(self):
         if self._apis is None:
@@ -242,6 +243,11 @@ class KubernetesExecutor:
             return Status(FINISHED, 1, message=why)
         return Status(RUNNING)
 
+    def _spec_hash(self, entry: dict) -> str:
+        if entry["id"] not in self._hashes:
+            self._hashes[entry["id"]] = spec_hash(parse_experiment(entry["manifest"], entry["source"] or "manifest").spec)
+        return self._hashes[entry["id"]]
+
     def _copy(self, entry: dict, folder: Path, status: dict, phase: str) -> None:
         """The status into the run store (the index's rows and status.json), and its changes into the run log."""
         old = self._seen.get(entry["id"])
@@ -250,9 +256,7 @@ class KubernetesExecutor:
         for line in progress_lines(old or {}, status):
             self._say(entry, folder, line)
         self._seen[entry["id"]] = status
-        experiment = parse_experiment(entry["manifest"], entry["source"] or "manifest")
-        self.store.upsert_experiment(entry["name"], spec_hash(experiment.spec), entry["manifest"], entry["git"] or {},
-                                     phase)
+        self.store.upsert_experiment(entry["name"], self._spec_hash(entry), entry["manifest"], entry["git"] or {}, phase)
         write_json(self.store.experiment_dir(entry["name"]) / "status.json",
                    {"namespace": self.namespace, "status": status})
         for row in trial_rows(status):
@@ -287,9 +291,8 @@ class KubernetesExecutor:
             self._say(entry, folder, f"results not copied from the cluster: {type(exc).__name__}: {exc}")
             return
         self._pod_logs(entry, folder, target)
-        experiment = parse_experiment(entry["manifest"], entry["source"] or "manifest")
         write_json(target / "experiment.json", {
-            "name": name, "spec_hash": spec_hash(experiment.spec), "manifest": entry["manifest"],
+            "name": name, "spec_hash": self._spec_hash(entry), "manifest": entry["manifest"],
             "manifest_path": entry["source"], "git": entry["git"] or {},
             "ran_on": f"Kubernetes, namespace {self.namespace} (fpgaflow server)"})
         from fpgaflow.report import regenerate
