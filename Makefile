@@ -15,18 +15,30 @@ HELM_VERSION := v3.19.5
 PROMETHEUS_OPERATOR_VERSION := v0.85.0
 MONITORING_CRDS := .cache/envtest/crds/monitoring.coreos.com_servicemonitors.yaml .cache/envtest/crds/monitoring.coreos.com_podmonitors.yaml
 
-.PHONY: help install demo test test-fast proto generate lint bench clean envtest images base-image node cluster-up cluster-down
+.PHONY: help install front demo test test-fast proto generate lint bench clean envtest images base-image node cluster-up cluster-down
 
 help:
 	@echo "make demo      run examples/jet-tagger.yaml end to end on this machine"
 	@echo "make test      the whole test suite"
-	@echo "make install   a virtual environment in $(VENV) with everything (idempotent)"
+	@echo "make install   a virtual environment in $(VENV) with everything (idempotent), and the native front (Go)"
 	@echo "make proto     gRPC stubs from protos/   make generate   CRD, JSON schema, dashboard"
 	@echo "make lint      ruff, import contracts, mypy   make bench  benchmarks/: trainer overhead, serving, emulator, jet simulation"
 	@echo "make images    every image the chart names, built with podman (GPU_IMAGE=no skips the CUDA variant)"
 	@echo "make cluster-up / cluster-down   this machine as a one-node Kubernetes cluster with the images (root)"
 
-install: $(STAMP)
+install: $(STAMP) front
+
+# The inference server's native front (`fpgaflow serve --front native`), a Go program: built where Go is at hand,
+# into a folder the images copy it from, and linked into the venv beside `fpgaflow`
+FRONT_SRC := services/inference/front
+FRONT := $(FRONT_SRC)/bin/fpgaflow-front
+front: $(FRONT)
+
+$(FRONT): $(wildcard $(FRONT_SRC)/*.go) $(FRONT_SRC)/go.mod $(FRONT_SRC)/go.sum | $(STAMP)
+	@if command -v go >/dev/null; then \
+	  cd $(FRONT_SRC) && CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o bin/fpgaflow-front . && cd $(CURDIR) && \
+	  ln -sf $(CURDIR)/$(FRONT) $(BIN)/fpgaflow-front; \
+	else echo "Go is not installed: fpgaflow-front (serve --front native) is not built"; fi
 
 $(STAMP): $(PYPROJECTS)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -76,7 +88,7 @@ BASE_IMAGE ?= docker.io/library/python:3.11-slim
 EXTRA_CA_FILES ?= $(wildcard /usr/local/share/ca-certificates/*.crt)
 GPU_IMAGE ?= yes
 
-images: install
+images: install $(FRONT)
 	@$(BIN)/python charts/images.py | { if [ "$(GPU_IMAGE)" = yes ]; then cat; else grep -v 'GPU=1'; fi; } | \
 	while read -r image dockerfile args; do \
 	  echo "building $$image from $$dockerfile $$args"; started=$$(date +%s); \

@@ -77,11 +77,13 @@ class ServerCase:
     name: str  # "empty", "cpu, batching off", ...
     target: str  # empty, cpu or fpga
     batching: bool
+    front: str = "python"  # fpgaflow serve --front: Python's gRPC server on the port, or the native front
 
     def serve_args(self) -> list[str]:
+        front = ["--front", self.front]
         if not self.batching:
-            return ["--max-batch-size", "1"]
-        return ["--max-batch-size", str(BATCH_ON["max_batch_size"]),
+            return [*front, "--max-batch-size", "1"]
+        return [*front, "--max-batch-size", str(BATCH_ON["max_batch_size"]),
                 "--max-latency-micros", str(BATCH_ON["max_latency_micros"])]
 
 
@@ -96,15 +98,23 @@ CASES = (
 
 @dataclass(frozen=True)
 class PeerServer:
-    name: str  # "kserve", "fpgaflow cpu", "fpgaflow fpga"
+    name: str  # "kserve", "fpgaflow cpu", "fpgaflow fpga native", ...
     kind: str  # kserve or fpgaflow
     target: str  # cpu or fpga (KServe's model is the cpu target's computation)
+    front: str = "python"  # fpgaflow's: serve --front
+
+    @property
+    def part(self) -> str:
+        """The name of its part of the goal: "cpu", "fpga native", ..."""
+        return self.name.removeprefix("fpgaflow ")
 
 
 PEER_SERVERS = (
     PeerServer(KSERVE, KSERVE, "cpu"),
     PeerServer("fpgaflow cpu", "fpgaflow", "cpu"),
     PeerServer("fpgaflow fpga", "fpgaflow", "fpga"),
+    PeerServer("fpgaflow cpu native", "fpgaflow", "cpu", "native"),
+    PeerServer("fpgaflow fpga native", "fpgaflow", "fpga", "native"),
 )
 
 
@@ -306,18 +316,19 @@ def peer_ratios(rows: list[dict], batch_size: int = 1) -> list[dict]:
                         "batch_size": batch_size, "concurrency": concurrency,
                         "fpgaflow": None if ours is None else ours.get(key),
                         "kserve": None if theirs is None else theirs.get(key), "ratio": ratio, "goal": goal,
+                        "part": peer.part,
                         "met": None if goal is None or ratio is None else ratio <= goal})
     return out
 
 
 def goal_verdicts(ratios: list[dict]) -> dict[str, bool | None]:
-    """Issue 21's goal, one verdict per part: CPU per request on cpu and on fpga (met only where met at every
-    client count), p50 at one client on cpu and on fpga; None where a figure is missing."""
+    """Issue 21's goal, one verdict per part and server (cpu, fpga, each behind either front): CPU per request (met
+    only where met at every client count), p50 at one client; None where a figure is missing."""
     verdicts: dict[str, bool | None] = {}
     for r in ratios:
         if r["goal"] is None:
             continue
-        part = f"{r['target']}: {'CPU/request' if r['key'] == 'server_cpu_ms_per_request' else 'p50 at 1 client'}"
+        part = f"{r['part']}: {'CPU/request' if r['key'] == 'server_cpu_ms_per_request' else 'p50 at 1 client'}"
         met = r["met"]
         before = verdicts.get(part, True)
         verdicts[part] = None if met is None or before is None else (before and met)
@@ -400,9 +411,9 @@ def format_ratios(ratios: list[dict]) -> str:
         goal = "" if r["goal"] is None else (
             f"  goal <= {r['goal']:.2f}: " + ("—" if r["met"] is None else "met" if r["met"] else "NOT met"))
         clients = f"{r['concurrency']} client" + ("" if r["concurrency"] == 1 else "s")
-        lines.append(f"  {r['server']:<14} {r['metric']:<23} {clients:>10}  {figure}{goal}")
+        lines.append(f"  {r['server']:<20} {r['metric']:<23} {clients:>10}  {figure}{goal}")
     for part, met in goal_verdicts(ratios).items():
-        lines.append(f"  goal, {part:<22} " + ("no figure" if met is None else "MET" if met else "NOT MET")
+        lines.append(f"  goal, {part:<29} " + ("no figure" if met is None else "MET" if met else "NOT MET")
                      + ("  (at every client count)" if "CPU" in part else ""))
     return "\n".join(lines)
 
@@ -623,7 +634,8 @@ def start_peer_server(peer: PeerServer, kserve: Path | None, trial: Path, model:
         return start_kserve(kserve, trial, model, log)
     # fpgaflow serve without dynamic batching (4 worker threads), as the bench-serving spec has it; it sets
     # OMP_NUM_THREADS=1 itself (--compute-threads' default), the peer's setting.
-    proc, address, _ = start_server(ServerCase(peer.name, peer.target, False), trial, model, output, classes, log)
+    proc, address, _ = start_server(ServerCase(peer.name, peer.target, False, peer.front), trial, model, output,
+                                    classes, log)
     return proc, address
 
 
@@ -708,7 +720,9 @@ def run_peer_comparison(trial: Path, model: str, input_name: str, output: str, c
         "requests_per_client": {c: peer_requests_per_client(requests, c) for c in PEER_CONCURRENCY},
         "warmup_per_client": PEER_WARMUP, "omp_num_threads": PEER_COMPUTE_THREADS,
         "kserve": "benchmarks/kserve_peer.py: kserve.ModelServer, 1 process, per-request log lines off",
-        "fpgaflow": "fpgaflow serve --max-batch-size 1 (no dynamic batching, 4 worker threads)",
+        "fpgaflow": "fpgaflow serve --max-batch-size 1 (no dynamic batching, 4 worker threads), --front python "
+                    "(Python's gRPC server on the port) and --front native (the Go front on it, handing each call "
+                    "to the Python server over a Unix socket; its CPU is in the server's process tree)",
         "server_cpu": "utime+stime+cutime+cstime summed over the server's process tree from /proc/<pid>/stat, "
                       "after minus before each run, over its requests including the clients' warm-up ones",
         "goal": {"cpu_per_request": CPU_GOAL, "p50_at_1_client": P50_GOAL, "batch_size": 1},

@@ -1,6 +1,7 @@
 """The serving API as its users see it: stock TF Serving and Triton clients get the model's own answers
 from the cpu and fpga servers, the metadata states the contract, bad requests get the right gRPC code and
-a message naming the problem (and the server keeps answering), and TLS works."""
+a message naming the problem (and the server keeps answering), and TLS works. Every test runs twice: with
+Python's gRPC server on the port, and with the native front (`serve --front native`) there."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ from fpgaflow import __version__
 from fpgaflow.processes import free_port
 from fpgaflow_inference.v2 import grpc_predict_v2_pb2 as v2
 from fpgaflow_inference.v2 import grpc_predict_v2_pb2_grpc as v2_grpc
-from tests.conftest import ROOT
+from tests.conftest import ROOT, serving
 
 pytestmark = pytest.mark.slow
 
@@ -43,6 +44,23 @@ TARGETS = ("cpu", "fpga")
 SERVICES = {"tensorflow.serving.PredictionService", "tensorflow.serving.ModelService",
             "inference.GRPCInferenceService", "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"}
 STATUS_AVAILABLE = get_model_status_pb2.ModelVersionStatus.AVAILABLE
+FRONTS = ("python", "native")
+
+
+@pytest.fixture(scope="module", params=FRONTS)
+def front(request) -> str:
+    """Who holds the servers' port."""
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def servers(servers, tiny_run, front):
+    """The cpu and fpga servers of the tiny run behind ``front`` (the session's, for Python's gRPC server)."""
+    if front == "python":
+        yield servers
+        return
+    with serving(tiny_run["trial"], {target: ("--front", front) for target in TARGETS}) as addresses:
+        yield addresses
 
 
 # ------------------------------------------------------------------------------------ references
@@ -436,14 +454,14 @@ def certificate(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def own_servers(tiny_run, certificate, tmp_path_factory):
+def own_servers(tiny_run, certificate, tmp_path_factory, front):
     """This module's cpu servers of the tiny trial, started together since each takes seconds to load
     TensorFlow: one that takes messages up to 200,000 bytes, one on TLS, one given a certificate without its key."""
     logs, trial = tmp_path_factory.mktemp("servers"), tiny_run["trial"]
     cert, key = str(certificate["cert"]), str(certificate["key"])
-    servers = {"small-limit": start_server(trial, logs / "small-limit.log", "--max-message-bytes", "200000"),
-               "tls": start_server(trial, logs / "tls.log", "--tls-cert", cert, "--tls-key", key),
-               "no-key": start_server(trial, logs / "no-key.log", "--tls-cert", cert)}
+    servers = {"small-limit": start_server(trial, logs / "small-limit.log", "--front", front, "--max-message-bytes", "200000"),
+               "tls": start_server(trial, logs / "tls.log", "--front", front, "--tls-cert", cert, "--tls-key", key),
+               "no-key": start_server(trial, logs / "no-key.log", "--front", front, "--tls-cert", cert)}
     try:
         yield servers
     finally:

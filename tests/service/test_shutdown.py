@@ -1,5 +1,6 @@
 """SIGTERM under load: every request the server accepted is answered, the ones that arrive while it
-drains are refused with UNAVAILABLE ("shutting down"), and the server exits 0 and says what it did."""
+drains are refused with UNAVAILABLE ("shutting down"), and the server exits 0 and says what it did; with
+Python's gRPC server on the port and with the native front there."""
 
 from __future__ import annotations
 
@@ -126,8 +127,12 @@ def client(address: str, x: np.ndarray, proc: subprocess.Popen, outcomes: list[O
                 return
 
 
-def test_sigterm_under_load_answers_every_accepted_request(start_server):
-    server = start_server("--max-batch-size", "16", "--max-latency-micros", "2000")
+FRONTS = ("python", "native")
+
+
+@pytest.mark.parametrize("front", FRONTS)
+def test_sigterm_under_load_answers_every_accepted_request(start_server, front):
+    server = start_server("--front", front, "--max-batch-size", "16", "--max-latency-micros", "2000")
     rng = np.random.default_rng(5)
     outcomes: list[Outcome] = []
     give_up = time.monotonic() + 90
@@ -166,9 +171,10 @@ def health_status(stub: health_pb2_grpc.HealthStub) -> int:
     return stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=5).status
 
 
-def test_a_request_after_shutdown_began_is_refused_while_the_one_in_flight_is_answered(start_server):
+@pytest.mark.parametrize("front", FRONTS)
+def test_a_request_after_shutdown_began_is_refused_while_the_one_in_flight_is_answered(start_server, front):
     # batching waits up to 3 s for more samples: a lone request stays in flight that long
-    server = start_server("--max-batch-size", "1000", "--max-latency-micros", "3000000")
+    server = start_server("--front", front, "--max-batch-size", "1000", "--max-latency-micros", "3000000")
     with grpc.insecure_channel(server.address) as channel:
         predictions, health = prediction_service_pb2_grpc.PredictionServiceStub(channel), health_pb2_grpc.HealthStub(channel)
         assert health_status(health) == health_pb2.HealthCheckResponse.SERVING

@@ -55,7 +55,9 @@ def runs(cpu_ours=0.4, fpga_ours=0.2):
     rows = []
     for clients in (1, 8, 32):
         rows += [run(KSERVE, 1, clients, 1.0, 1000, 1.0), run("fpgaflow cpu", 1, clients, 0.6, 1500, cpu_ours),
-                 run("fpgaflow fpga", 1, clients, 0.8, 2000, fpga_ours), run(KSERVE, 16, clients, 2.0, 500, 2.0)]
+                 run("fpgaflow fpga", 1, clients, 0.8, 2000, fpga_ours), run(KSERVE, 16, clients, 2.0, 500, 2.0),
+                 run("fpgaflow cpu native", 1, clients, 0.5, 2500, cpu_ours / 2),
+                 run("fpgaflow fpga native", 1, clients, 0.3, 4000, fpga_ours / 2)]
     return rows
 
 
@@ -69,7 +71,11 @@ def test_ratios_are_fpgaflow_over_kserve_at_batch_1_against_the_goal():
     throughput = next(r for r in ratios if r["server"] == "fpgaflow cpu" and r["metric"] == "throughput")
     assert throughput["ratio"] == 1.5 and throughput["goal"] is None and throughput["met"] is None
     assert goal_verdicts(ratios) == {"cpu: CPU/request": True, "cpu: p50 at 1 client": True,
-                                     "fpga: CPU/request": True, "fpga: p50 at 1 client": False}
+                                     "fpga: CPU/request": True, "fpga: p50 at 1 client": False,
+                                     "cpu native: CPU/request": True, "cpu native: p50 at 1 client": True,
+                                     "fpga native: CPU/request": True, "fpga native: p50 at 1 client": True}
+    native = next(r for r in ratios if r["server"] == "fpgaflow fpga native" and r["key"] == "server_cpu_ms_per_request")
+    assert native["ratio"] == 0.1 and native["goal"] == CPU_GOAL["fpga"]  # each front against the same KServe run
 
 
 def test_the_cpu_goal_is_met_only_where_it_is_met_at_every_client_count():
@@ -88,12 +94,14 @@ def test_the_text_shows_the_servers_side_by_side_and_the_verdicts():
     assert "kserve" in table[1] and "fpgaflow cpu" in table[1] and "fpgaflow fpga" in table[1]
     first = table[4].replace("|", " ").split()
     assert first == ["1", "1", "1.000", "3.000", "1000.0", "1.000", "0.600", "1.800", "1500.0", "0.400",
-                     "0.800", "2.400", "2000.0", "0.200"]
+                     "0.800", "2.400", "2000.0", "0.200", "0.500", "1.500", "2500.0", "0.200",
+                     "0.300", "0.900", "4000.0", "0.100"]
     assert table[7].split()[:2] == ["16", "1"] and "—" in table[7]  # batch 16: only KServe ran
     assert table[-1] == "errors: kserve, batch 1, 1 clients: {'UNAVAILABLE': 2}"
     text = format_ratios(peer_ratios(rows))
-    assert "fpgaflow cpu   server CPU per request    1 client  0.400 / 1.000 ms = 0.400  goal <= 0.50: met" in text
-    assert "goal, fpga: p50 at 1 client  NOT MET" in text
+    assert "fpgaflow cpu         server CPU per request    1 client  0.400 / 1.000 ms = 0.400  goal <= 0.50: met" in text
+    assert "goal, fpga: p50 at 1 client         NOT MET" in text
+    assert "goal, fpga native: p50 at 1 client  MET" in text
 
 
 def test_kserves_answers_must_match_fpgaflow_cpus_and_fpgas_are_compared_for_information():

@@ -47,3 +47,25 @@ def test_one_back_end_call_at_a_time_with_batching_unless_asked():
     assert ServerSettings().policy.concurrent_batches == 4
     assert ServerSettings(max_batch_size=64).policy.concurrent_batches == 1
     assert ServerSettings(max_batch_size=64, workers=3).policy.concurrent_batches == 3
+
+
+def test_the_front_is_native_where_its_executable_is_and_asking_for_it_without_one_is_refused(tmp_path, monkeypatch):
+    fake = tmp_path / "fpgaflow-front"
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("FPGAFLOW_FRONT", str(fake))
+    assert ServerSettings().check() == fake  # auto, installed: native
+    assert ServerSettings(front="python").check() is None
+    monkeypatch.setenv("FPGAFLOW_FRONT", str(tmp_path / "missing"))
+    assert ServerSettings().check() is None  # auto, not installed: Python's gRPC server
+    with pytest.raises(ConfigError, match="FPGAFLOW_FRONT=.*missing is not an executable"):
+        ServerSettings(front="native").check()
+    with pytest.raises(ConfigError, match="unknown front 'go'"):
+        ServerSettings(front="go").check()
+
+
+def test_the_native_front_gets_the_same_transport_settings(tmp_path):
+    options = ServerSettings(max_message_bytes=1000, max_concurrent_streams=8, grace_seconds=5, tls_cert=tmp_path / "c",
+                             tls_key=tmp_path / "k").front_options()
+    assert options == ["--max-message-bytes", "1000", "--grace", "5s", "--max-concurrent-streams", "8",
+                       "--tls-cert", str(tmp_path / "c"), "--tls-key", str(tmp_path / "k")]

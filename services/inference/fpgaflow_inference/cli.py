@@ -50,7 +50,7 @@ def cmd_serve(args) -> int:
             max_batch_size=args.max_batch_size, max_latency_micros=args.max_latency_micros,
             compute_threads=args.compute_threads, inline_below_micros=args.inline_below_micros, pacing=args.pace,
             grace_seconds=args.grace_seconds, max_message_bytes=args.max_message_bytes,
-            max_concurrent_streams=args.max_concurrent_streams, tls_cert=args.tls_cert, tls_key=args.tls_key)
+            max_concurrent_streams=args.max_concurrent_streams, tls_cert=args.tls_cert, tls_key=args.tls_key, front=args.front)
         return run(trial, args.target, settings)
     except FpgaflowError as exc:
         return record_failure(f"serve {args.target}", out, exc.reason, str(exc), exc.exit_code)
@@ -97,4 +97,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-concurrent-streams", type=int, help="concurrent calls per client connection (default: gRPC's)")
     p.add_argument("--tls-cert", type=Path, help="serve TLS with this PEM certificate (chain)")
     p.add_argument("--tls-key", type=Path, help="the PEM private key of --tls-cert")
+    p.add_argument("--front", choices=["auto", "native", "python"], help="who holds the port and does gRPC's "
+                   "transport: the native front, a Go process that hands each prediction call to this server over a "
+                   "Unix socket (fpgaflow-front: `make install` builds it, the inference image has it), or Python's "
+                   "gRPC server; default auto: the native front where fpgaflow-front is installed")
     p.set_defaults(fn=cmd_serve)
