@@ -77,7 +77,7 @@ class ServerCase:
     name: str  # "empty", "cpu, batching off", ...
     target: str  # empty, cpu or fpga
     batching: bool
-    front: str = "python"  # fpgaflow serve --front: Python's gRPC server on the port, or the native front
+    front: str = "auto"  # fpgaflow serve --front: auto (the server's default), native or python
 
     def serve_args(self) -> list[str]:
         front = ["--front", self.front]
@@ -836,7 +836,8 @@ def benchmark_servers(args: argparse.Namespace, trial: Path, model: str, classes
         "trial": str(trial), "model": model, "cpus": os.cpu_count(), "concurrency": list(CONCURRENCY),
         "requests_per_client": {c: requests_per_client(args.requests, c) for c in CONCURRENCY},
         "warmup_per_client": WARMUP, "batch_size": 1, "workers": WORKERS,
-        "batching_on": BATCH_ON, "batching_off": {"max_batch_size": 1},
+        "batching_on": BATCH_ON, "batching_off": {"max_batch_size": 1}, "front": "fpgaflow serve's default (auto: the "
+        "native front where fpgaflow-front is installed); the server CPU counts its process tree",
         "compute_time": "mean of fpgaflow_compute_duration_seconds (sum/count) over the run, from the server's /metrics; "
                         "server means include the clients' warm-up requests",
         "cases": [asdict(c) for c in CASES],
