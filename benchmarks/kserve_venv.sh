@@ -11,9 +11,8 @@
 # PYTHON=python3.11 picks the interpreter (CPython 3.10-3.12: the pins resolved on 3.11).
 set -euo pipefail
 
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-venv="${1:-.cache/bench/kserve-venv}"
-case "$venv" in /*) ;; *) venv="$root/$venv" ;; esac
+source "$(dirname "${BASH_SOURCE[0]}")/pinned_venv.sh"
+venv="$(pinned_venv_path "${1:-.cache/bench/kserve-venv}")"
 
 # The pins: `pip freeze` of a venv where `pip install kserve==0.21.0 tensorflow-cpu==2.21.0 keras==3.15.1`
 # resolved (`pip check` clean) and the peer served the bench's jet tagger (CPython 3.11); setuptools and wheel
@@ -108,7 +107,6 @@ setuptools==84.2.1
 wheel==0.48.0
 EOF
 
-source "$root/benchmarks/pinned_venv.sh"
 pinned_venv_install kserve "$venv" 10 12 "the pinned wheels are for those" "$PINS" check || exit 0
 
 echo "kserve venv: checking that kserve and TensorFlow import ..."

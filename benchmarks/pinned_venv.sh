@@ -1,5 +1,6 @@
 # A peer's virtual environment from a pinned package list, for benchmarks/*_venv.sh (sourced, not run):
-#   source benchmarks/pinned_venv.sh
+#   source "$(dirname "${BASH_SOURCE[0]}")/pinned_venv.sh"
+#   venv="$(pinned_venv_path "${1:-.cache/bench/NAME-venv}")"       (relative to the repository's root)
 #   pinned_venv_install LABEL VENV MIN_MINOR MAX_MINOR WHY "$PINS" [check]  || exit 0   (1: already complete)
 #   ... the caller's smoke test, `|| pinned_venv_fail "..."` ...
 #   pinned_venv_done
@@ -7,6 +8,11 @@
 # with "check", `pip check` must pass too. A complete venv has a marker file holding the hash of the pins,
 # written by pinned_venv_done after the smoke test, so a run with the same pins leaves it alone.
 # PYTHON picks the interpreter (default python3): CPython 3.MIN_MINOR to 3.MAX_MINOR.
+
+pinned_venv_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+# A venv's path: an absolute one as given, a relative one under the repository's root.
+pinned_venv_path() { case "$1" in /*) echo "$1" ;; *) echo "$pinned_venv_root/$1" ;; esac; }
 
 pinned_venv_fail() { echo "$_pinned_label venv: FAILED: $*" >&2; exit 1; }
 

@@ -11,9 +11,8 @@
 # PYTHON=python3.11 picks the interpreter (CPython 3.9-3.12: torch 2.5.1 has wheels for those only).
 set -euo pipefail
 
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-venv="${1:-.cache/bench/rule4ml-venv}"
-case "$venv" in /*) ;; *) venv="$root/$venv" ;; esac
+source "$(dirname "${BASH_SOURCE[0]}")/pinned_venv.sh"
+venv="$(pinned_venv_path "${1:-.cache/bench/rule4ml-venv}")"
 
 # The pins: `pip freeze` of a venv where this set resolved and rule4ml predicted (CPython 3.11, 2026-11).
 read -r -d '' PINS <<'EOF' || true
@@ -105,7 +104,6 @@ psutil==7.2.2
 pyparsing==3.3.3
 EOF
 
-source "$root/benchmarks/pinned_venv.sh"
 pinned_venv_install rule4ml "$venv" 9 12 "torch==2.5.1 has no wheel for it" "$PINS" || exit 0
 
 echo "rule4ml venv: checking that rule4ml loads its predictors ..."

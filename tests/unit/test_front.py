@@ -18,7 +18,7 @@ from fpgaflow_inference.front import (
     resolve,
     unary_methods,
 )
-from fpgaflow_inference.server import INFERENCE_SERVICES
+from fpgaflow_inference.interceptor import INFERENCE_SERVICES
 
 
 def request_frame(call_id: int, method: int, body: bytes) -> bytes:

@@ -6,6 +6,7 @@ import asyncio
 import time
 
 import grpc
+from tensorflow_serving.apis import model_service_pb2, prediction_service_pb2
 
 from fpgaflow.errors import (
     FpgaflowError,
@@ -16,6 +17,7 @@ from fpgaflow.errors import (
     Unsupported,
 )
 from fpgaflow_inference.metrics import ServerMetrics
+from fpgaflow_inference.v2 import grpc_predict_v2_pb2
 
 CODES: dict[type[FpgaflowError], grpc.StatusCode] = {
     RequestError: grpc.StatusCode.INVALID_ARGUMENT,
@@ -24,7 +26,13 @@ CODES: dict[type[FpgaflowError], grpc.StatusCode] = {
     ShuttingDown: grpc.StatusCode.UNAVAILABLE,
     Unsupported: grpc.StatusCode.UNIMPLEMENTED,
 }
-MEASURED_SERVICES = ("/tensorflow.serving.", "/inference.")  # the two inference APIs; not health or reflection
+INFERENCE_SERVICES = (  # the inference APIs' services: what is measured here (not health or reflection), and the
+    # native front's calls (front.py)
+    prediction_service_pb2.DESCRIPTOR.services_by_name["PredictionService"],
+    model_service_pb2.DESCRIPTOR.services_by_name["ModelService"],
+    grpc_predict_v2_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"],
+)
+MEASURED_SERVICES = tuple(f"/{service.full_name}/" for service in INFERENCE_SERVICES)
 
 
 def status_for(exc: BaseException) -> grpc.StatusCode:

@@ -383,10 +383,11 @@ def scan(target: str, address: str, model: str, input_name: str, x: np.ndarray, 
     summary rows and, by :func:`latency_key` (with the network's name where ``key_network``), every request's
     latency. Prints one line a run and progress while it goes."""
     rows, record = [], {}
+    shown = network.name if key_network and network else None  # the network's name in labels and keys
     for batch_size in batch_sizes:
         requests_bytes = payloads(protocol(proto), model, input_name, x, batch_size)
         for concurrency in concurrencies:
-            label = f"{target}{' ' + network.name if key_network and network else ''} b{batch_size} x{concurrency}"
+            label = f"{target}{' ' + shown if shown else ''} b{batch_size} x{concurrency}"
             started = time.monotonic()
 
             def progress(done, total, label=label, started=started):
@@ -396,8 +397,7 @@ def scan(target: str, address: str, model: str, input_name: str, x: np.ndarray, 
             load = Load(concurrency, requests, warmup, rate, proto)
             result = run_load(target, address, requests_bytes, batch_size, load, progress=progress, network=network)
             row = result.summary()
-            record[latency_key(target, batch_size, concurrency, network.name if key_network and network else None)] = \
-                result.latencies_ms
+            record[latency_key(target, batch_size, concurrency, shown)] = result.latencies_ms
             rows.append(row)
             say(f"{label:<18} p50 {row.get('p50_ms', float('nan')):8.3f} ms  p99 {row.get('p99_ms', float('nan')):8.3f} ms  "
                 f"{row['throughput_rps']:9.1f} req/s  {row['throughput_samples_per_s']:10.1f} samples/s  "

@@ -17,12 +17,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
-from tensorflow_serving.apis import (
-    model_service_pb2,
-    model_service_pb2_grpc,
-    prediction_service_pb2,
-    prediction_service_pb2_grpc,
-)
+from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
 from fpgaflow.errors import ConfigError
 from fpgaflow.preprocess import Scaler
@@ -40,19 +35,14 @@ from fpgaflow_inference.front import (
     start_front,
     unary_methods,
 )
-from fpgaflow_inference.interceptor import ErrorsAndMetrics
+from fpgaflow_inference.interceptor import INFERENCE_SERVICES, ErrorsAndMetrics
 from fpgaflow_inference.metrics import ServerMetrics
 from fpgaflow_inference.model import ServedModel
 from fpgaflow_inference.openinference import InferenceServicer
 from fpgaflow_inference.pacing import DevicePacer
 from fpgaflow_inference.tfserving import ModelServicer, PredictionServicer
-from fpgaflow_inference.v2 import grpc_predict_v2_pb2, grpc_predict_v2_pb2_grpc
+from fpgaflow_inference.v2 import grpc_predict_v2_pb2_grpc
 
-INFERENCE_SERVICES = (  # the inference APIs' services: what the interceptor measures, and the native front's calls
-    prediction_service_pb2.DESCRIPTOR.services_by_name["PredictionService"],
-    model_service_pb2.DESCRIPTOR.services_by_name["ModelService"],
-    grpc_predict_v2_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"],
-)
 SERVICES = tuple(service.full_name for service in INFERENCE_SERVICES)
 FRONTS = ("auto", "native", "python")
 
@@ -171,10 +161,11 @@ def add_inference_services(plane: DataPlane, *servers) -> None:
 
 
 def build_server(plane: DataPlane, interceptor: ErrorsAndMetrics, settings: ServerSettings, address: str,
-                 table: MethodTable | None = None) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
-    """The gRPC server on ``address`` (host:port, or unix:path behind the native front, with ``table``)."""
+                 table: MethodTable) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
+    """The gRPC server on ``address`` (host:port, or unix:path behind the native front), its inference servicers
+    also registered in ``table``, where the native front finds them."""
     server = grpc.aio.server(interceptors=[interceptor], options=settings.grpc_options())
-    add_inference_services(plane, server, *([table] if table is not None else []))  # the table: for the front
+    add_inference_services(plane, server, table)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
