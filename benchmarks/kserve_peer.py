@@ -8,7 +8,8 @@ A ``kserve.Model`` whose ``load()`` loads the trial's ``train/model.keras`` and 
 ``predict()`` answers Open Inference Protocol v2 requests (``InferRequest`` in, ``InferResponse`` out) with
 what fpgaflow's ``cpu`` target computes for raw features: standardization as ``fpgaflow.preprocess.Scaler``
 does it (float64, then float32), then the Keras model through a compiled ``tf.function`` (its concrete
-function called directly, as fpgaflow's KerasBackend does). Same tensor names and datatypes as fpgaflow's v2
+function called directly, as fpgaflow's KerasBackend does; fpgaflow's cpu target runs the model's LiteRT
+conversion instead, within 1e-5 of these answers). Same tensor names and datatypes as fpgaflow's v2
 endpoint: input ``features`` FP32 [batch, n_features], output ``probabilities`` FP32 [batch, n_classes];
 the model's name is the experiment's (the trial folder's parent), as fpgaflow names it.
 

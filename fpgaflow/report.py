@@ -15,7 +15,11 @@ from fpgaflow.summary import experiment_facts, stored_summaries
 from fpgaflow.trial import STAGES
 
 TARGET_NOTES = {"cpu": "TensorFlow, CPU", "gpu": "TensorFlow, GPU", "fpga": "bit-exact emulator †"}
-FALLBACK_NOTE = "hls4ml C sim (fallback) †"  # the fpga server fell back to hls4ml's own C simulation
+# (target, how its server's back-end description starts): the note where the server chose another runtime
+RUNTIME_NOTES = {
+    ("cpu", "LiteRT"): "LiteRT, CPU",  # the cpu server's usual runtime: TensorFlow serves what LiteRT cannot take
+    ("fpga", "hls4ml C simulation"): "hls4ml C sim (fallback) †",  # not the vectorized emulator: hls4ml's own
+}
 NETWORK_NOTE = ("Network distance, modelled: the clients of the runs labelled {networks} reached each server through a "
                 "relaying TCP proxy in the load generator, which holds every chunk of bytes half the round-trip time in "
                 "each direction and paces it at the bandwidth limit where one is set. This kernel has no netem: the distance "
@@ -152,9 +156,9 @@ def network_note(summaries: list[dict]) -> str | None:
 
 def target_note(target: str, info: dict, timing: dict | None) -> str:
     """What a target's times measure: its back end, and for fpga the converter's modelled device latency."""
-    note = TARGET_NOTES.get(target, "")
-    if target == "fpga" and str(info.get("backend", "")).startswith("hls4ml C simulation"):
-        note = FALLBACK_NOTE
+    backend = str(info.get("backend", ""))
+    note = next((text for (which, start), text in RUNTIME_NOTES.items() if which == target and backend.startswith(start)),
+                TARGET_NOTES.get(target, ""))
     if target == "fpga" and timing:
         note += f" (device, modelled: {timing['latency_ns']:g} ns, II {timing['ii_ns']:g} ns"
         left_out = timing.get("unmodelled") or []

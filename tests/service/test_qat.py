@@ -193,3 +193,15 @@ def test_pruned_zeros_survive_the_qat_phase(converted):
         assert (kernel == 0).sum() == round(0.5 * kernel.size), name
         float_kernel = keras.ops.convert_to_numpy(converted["float"].get_layer(name).kernel)
         assert np.array_equal(kernel == 0, float_kernel == 0), name
+
+
+@pytest.mark.slow
+def test_the_cpu_target_serves_a_qat_model_with_tensorflow_exactly(converted):
+    """LiteRT computes in float32: a QAT model's fixed-point arithmetic (float64 here) stays with TensorFlow."""
+    from fpgaflow_inference.backends import KerasBackend, cpu_backend
+
+    backend = cpu_backend(converted["folder"] / "model.keras")
+    assert isinstance(backend, KerasBackend)
+    assert "not LiteRT: a quantization-aware model computes in float64" in backend.description
+    x = converted["x"][:64]
+    assert np.array_equal(backend.predict(x), converted["reloaded"].predict(x, verbose=0))

@@ -238,7 +238,7 @@ def test_tf_serving_metadata_states_the_signature_and_how_it_serves(servers, con
     facts = json_format.MessageToDict(facts)
     assert facts["target"] == target
     assert facts["batching"] == "off" and facts["pacing"] == "off"  # the tiny spec sets neither
-    assert ("TensorFlow" if target == "cpu" else "hls4ml") in facts["backend"]
+    assert ("LiteRT" if target == "cpu" else "hls4ml") in facts["backend"]  # cpu: LiteRT covers the tiny MLP
     assert ("device_timing" in facts) == (target == "fpga")
     if target == "fpga":  # which emulation serves: the vectorized one, which covers the tiny network
         assert facts["emulation"].startswith("vectorized emulation (") and "checked at load" in facts["emulation"]

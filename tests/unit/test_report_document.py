@@ -13,7 +13,14 @@ import numpy as np
 import pytest
 
 from fpgaflow.cli import main
-from fpgaflow.report import histogram_selection, html_report, markdown, service_point, service_rows
+from fpgaflow.report import (
+    histogram_selection,
+    html_report,
+    markdown,
+    service_point,
+    service_rows,
+    target_note,
+)
 from fpgaflow.runner import LocalRunner, RunSettings
 from fpgaflow.spec import Experiment, ExperimentSpec
 from fpgaflow.store import RunStore
@@ -126,6 +133,15 @@ def test_the_service_point_is_batch_1_and_the_best_batch_not_the_largest():
     # a run without a successful request counts for nothing
     failed = run_row("cpu", 64, 8, 1.0, 99999.0, ok=0, errors={"DEADLINE_EXCEEDED": 5})
     assert service_point([*CPU_RUNS, failed])["best_batch"]["batch_size"] == 8
+
+
+def test_a_targets_note_names_the_runtime_its_server_chose():
+    assert target_note("cpu", {"backend": "LiteRT 2.3.0 (XNNPACK) on the CPU, converted at load"}, None) == "LiteRT, CPU"
+    assert target_note("cpu", {"backend": "TensorFlow 2.21.0 on /CPU:0 (not LiteRT: ...)"}, None) == "TensorFlow, CPU"
+    assert target_note("gpu", {"backend": "TensorFlow 2.21.0 on /GPU:0"}, None) == "TensorFlow, GPU"
+    assert target_note("fpga", {"backend": "hls4ml C simulation (the vectorized ...)"}, None) == "hls4ml C sim (fallback) †"
+    assert target_note("fpga", {"backend": "vectorized emulation (...)"}, {"latency_ns": 45, "ii_ns": 5}) == (
+        "bit-exact emulator † (device, modelled: 45 ns, II 5 ns)")
 
 
 def test_the_service_table_rows(store):
