@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from fpgaflow.spec import modelled_distance
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -95,7 +97,7 @@ def network_label(row: dict) -> str:
 
 def modelled_networks(rows: list[dict]) -> list[str]:
     """The labels of the networks whose distance runs modelled (not direct), each once, in run order."""
-    return list(dict.fromkeys(network_label(r) for r in rows if r.get("rtt_ms") or r.get("bandwidth_mbps") is not None))
+    return list(dict.fromkeys(network_label(r) for r in rows if modelled_distance(r.get("rtt_ms"), r.get("bandwidth_mbps"))))
 
 
 def samples_per_second(row: dict) -> float:

@@ -499,6 +499,12 @@ class ServeSpec(_Model):
         return targets
 
 
+def modelled_distance(rtt_ms: float | None, bandwidth_mbps: float | None) -> bool:
+    """Whether clients behind this round trip and bandwidth limit reach the server through the load generator's
+    relaying proxy (a distance modelled), rather than directly (rtt 0 or unset, no limit)."""
+    return bool(rtt_ms) or bandwidth_mbps is not None
+
+
 class NetworkSpec(_Model):
     """Where the benchmark's clients sit: on-prem (connected to the server directly) or at a modelled distance,
     through a relaying proxy in the load generator that delays and paces the bytes (this kernel has no netem)."""

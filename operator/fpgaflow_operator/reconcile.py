@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from fpgaflow.plan import Trial
+from fpgaflow.spec import modelled_distance
 from fpgaflow.trial import BUILD_STAGES, RUN_STAGES
 
 JobState = Literal["active", "succeeded", "failed"]
@@ -136,7 +137,7 @@ def _status(trial: Trial, phase: str, stage: str | None, obs: TrialObservation, 
     if bench:
         status["benchmark"] = {
             # a run from a modelled distance (benchmark.networks) keyed apart from the direct one: cpu@1/remote
-            f"{r['target']}@{r['concurrency']}" + (f"/{r.get('network')}" if r.get("rtt_ms") or r.get("bandwidth_mbps") else ""):
+            f"{r['target']}@{r['concurrency']}" + (f"/{r.get('network')}" if modelled_distance(r.get("rtt_ms"), r.get("bandwidth_mbps")) else ""):
             {"p50Ms": r.get("p50_ms"), "p99Ms": r.get("p99_ms"), "throughputRps": r["throughput_rps"]}
             for r in bench.get("runs", [])
         }

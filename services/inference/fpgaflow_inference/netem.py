@@ -22,6 +22,8 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from fpgaflow.spec import modelled_distance
+
 MODELLED_BY = ("a relaying TCP proxy in the load generator: each chunk held RTT/2 each way and paced at the "
                "bandwidth limit (modelled; this kernel has no netem)")
 CHUNK = 16 * 1024  # most bytes read (and so delayed) at once
@@ -40,7 +42,7 @@ class Network:
     @property
     def direct(self) -> bool:
         """No distance modelled: the clients connect to the server itself, with no proxy between."""
-        return self.rtt_ms == 0 and self.bandwidth_mbps is None
+        return not modelled_distance(self.rtt_ms, self.bandwidth_mbps)
 
     @property
     def one_way_s(self) -> float:
