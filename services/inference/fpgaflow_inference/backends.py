@@ -58,6 +58,17 @@ class KerasBackend:
         return None  # the measured compute time is the device time
 
 
+SELF_CHECK_SAMPLES = 512
+
+
+def self_check_inputs(shape: tuple[int, ...]) -> np.ndarray:
+    """SELF_CHECK_SAMPLES samples of ``shape`` (scaled features): normal values in four quarters of growing
+    spread (0.5 to 64 standard deviations), reaching past any range a model was trained on."""
+    rng = np.random.default_rng(0)
+    spread = np.repeat([0.5, 2.0, 8.0, 64.0], SELF_CHECK_SAMPLES // 4).reshape(-1, *(1,) * len(shape))
+    return (rng.standard_normal((SELF_CHECK_SAMPLES, *shape)) * spread).astype(np.float32)
+
+
 # LiteRT's float kernels sum in another order than TensorFlow's: its answers (probabilities) may differ in the
 # last bits, never by more than this on the self-check
 LITERT_TOLERANCE = 1e-5
@@ -129,7 +140,9 @@ def litert_for(reference: KerasBackend, threads: int) -> tuple[LiteRTBackend | N
 
         import tensorflow as tf
 
-        with contextlib.redirect_stdout(io.StringIO()):  # Keras prints the signature of the SavedModel it exports
+        # Keras prints the signature of the SavedModel it exports for the converter. Swapping sys.stdout is
+        # process-wide, which is safe here: a server loads every model version before it serves or prints
+        with contextlib.redirect_stdout(io.StringIO()):
             model = tf.lite.TFLiteConverter.from_keras_model(reference.model).convert()
         lite = LiteRTBackend(model, threads, f"LiteRT {version('ai-edge-litert')} (XNNPACK) on the CPU, "
                                              f"converted at load by TensorFlow {tf.__version__}'s converter")
@@ -141,17 +154,6 @@ def litert_for(reference: KerasBackend, threads: int) -> tuple[LiteRTBackend | N
         return None, f"its answers differed from TensorFlow's by {diff:.3g} on the self-check, more than {LITERT_TOLERANCE:g}"
     lite.description += f"; within {diff:.1g} of TensorFlow's answers on a {len(x)}-sample self-check"
     return lite, ""
-
-
-SELF_CHECK_SAMPLES = 512
-
-
-def self_check_inputs(shape: tuple[int, ...]) -> np.ndarray:
-    """SELF_CHECK_SAMPLES samples of ``shape`` (scaled features): normal values in four quarters of growing
-    spread (0.5 to 64 standard deviations), reaching past any range a model was trained on."""
-    rng = np.random.default_rng(0)
-    spread = np.repeat([0.5, 2.0, 8.0, 64.0], SELF_CHECK_SAMPLES // 4).reshape(-1, *(1,) * len(shape))
-    return (rng.standard_normal((SELF_CHECK_SAMPLES, *shape)) * spread).astype(np.float32)
 
 
 class EmulatorBackend:
