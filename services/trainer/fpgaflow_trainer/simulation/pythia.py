@@ -96,10 +96,11 @@ def _delta_r(eta1, phi1, eta2, phi2) -> np.ndarray:
     return np.hypot(np.asarray(eta1) - np.asarray(eta2), dphi)
 
 
-def _targets(event, process: Process) -> list[tuple[float, float, list[tuple[float, float]]]]:
-    """(eta, phi, decay quarks' (eta, phi)) of each particle a jet of this process may be matched to."""
+def _targets(particles: list, process: Process) -> list[tuple[float, float, list[tuple[float, float]]]]:
+    """(eta, phi, decay quarks' (eta, phi)) of each particle of the event (``_particles``) a jet of this process
+    may be matched to."""
     found = []
-    for particle in event:
+    for particle in particles:
         if particle.idAbs() not in process.matched_ids:
             continue
         if not process.resonance:
@@ -107,31 +108,37 @@ def _targets(event, process: Process) -> list[tuple[float, float, list[tuple[flo
                 found.append((particle.eta(), particle.phi(), []))
             continue
         first, last = particle.daughter1(), particle.daughter2()
-        daughters = [event[i] for i in range(first, last + 1)] if first > 0 else []
+        daughters = particles[first:last + 1] if first > 0 else []
         if not daughters or any(d.idAbs() == particle.idAbs() for d in daughters):
             continue  # not the copy that decays
         quarks = []
         for d in daughters:
             if d.idAbs() == 24:  # the top's W: its quarks
                 w = d
-                while event[w.daughter1()].idAbs() == 24:
-                    w = event[w.daughter1()]
-                quarks += [event[i] for i in range(w.daughter1(), w.daughter2() + 1) if 1 <= event[i].idAbs() <= 5]
+                while particles[w.daughter1()].idAbs() == 24:
+                    w = particles[w.daughter1()]
+                quarks += [q for q in particles[w.daughter1():w.daughter2() + 1] if 1 <= q.idAbs() <= 5]
             elif 1 <= d.idAbs() <= 5:
                 quarks.append(d)
         found.append((particle.eta(), particle.phi(), [(q.eta(), q.phi()) for q in quarks]))
     return found
 
 
-def _visible(event) -> np.ndarray:
-    return np.array([(p.px(), p.py(), p.pz(), p.e()) for p in event if p.isFinal() and p.isVisible()], dtype=np.float64)
+def _particles(event) -> list:
+    """The event record's particles, copied into a list at once: a binding call per particle costs less on it
+    than on the record, whose every element access is a call of its own (the loops over an event here are
+    Python's; they cost Pythia's own generation time again)."""
+    return event.particles()
 
 
-def _matched_jet(particles: np.ndarray, targets, pt_window: tuple[float, float]) -> np.ndarray | None:
-    """The constituents (n, 4) of the hardest anti-kT jet in the window matched to one of the targets."""
-    fastjet = quiet_fastjet()
+def _visible(particles: list, fastjet) -> list:
+    """FastJet's input: a PseudoJet (px, py, pz, E) of each visible final-state particle."""
+    return [fastjet.PseudoJet(p.px(), p.py(), p.pz(), p.e()) for p in particles if p.isFinal() and p.isVisible()]
 
-    pseudo = [fastjet.PseudoJet(*row) for row in particles]
+
+def _matched_jet(pseudo: list, targets, pt_window: tuple[float, float], fastjet) -> np.ndarray | None:
+    """The constituents (n, 4) of the hardest anti-kT jet of ``pseudo`` in the window matched to one of the
+    targets."""
     sequence = fastjet.ClusterSequence(pseudo, fastjet.JetDefinition(fastjet.antikt_algorithm, JET_RADIUS))
     for jet in fastjet.sorted_by_pt(sequence.inclusive_jets(pt_window[0])):
         if jet.pt() > pt_window[1]:
@@ -150,6 +157,7 @@ def generate(label: str, n: int, seed: int, pt_window: tuple[float, float] = PT_
     """``n`` jets of class ``label``: their constituents as a jagged array of records (px, py, pz, E in GeV),
     one list per jet."""
     pythia = _pythia(label, seed, pt_window)
+    fastjet = quiet_fastjet()
     wanted = PROCESSES[label]
     jets: list[np.ndarray] = []
     events = 0
@@ -159,8 +167,8 @@ def generate(label: str, n: int, seed: int, pt_window: tuple[float, float] = PT_
             raise RuntimeError(f"{events} {label} events gave {len(jets)} jets in {pt_window} GeV: the window is too narrow")
         if not pythia.next():
             continue
-        event = pythia.event
-        jet = _matched_jet(_visible(event), _targets(event, wanted), pt_window)
+        particles = _particles(pythia.event)
+        jet = _matched_jet(_visible(particles, fastjet), _targets(particles, wanted), pt_window, fastjet)
         if jet is not None:
             jets.append(jet)
     columns = {key: ak.Array([jet[:, i] for jet in jets]) for i, key in enumerate(MOMENTA)}
