@@ -97,8 +97,8 @@ def _delta_r(eta1, phi1, eta2, phi2) -> np.ndarray:
 
 
 def _targets(particles: list, process: Process) -> list[tuple[float, float, list[tuple[float, float]]]]:
-    """(eta, phi, decay quarks' (eta, phi)) of each particle of the event (``_particles``) a jet of this process
-    may be matched to."""
+    """(eta, phi, decay quarks' (eta, phi)) of each particle of the event (``Event.particles()``) a jet of this
+    process may be matched to."""
     found = []
     for particle in particles:
         if particle.idAbs() not in process.matched_ids:
@@ -122,13 +122,6 @@ def _targets(particles: list, process: Process) -> list[tuple[float, float, list
                 quarks.append(d)
         found.append((particle.eta(), particle.phi(), [(q.eta(), q.phi()) for q in quarks]))
     return found
-
-
-def _particles(event) -> list:
-    """The event record's particles, copied into a list at once: a binding call per particle costs less on it
-    than on the record, whose every element access is a call of its own (the loops over an event here are
-    Python's; they cost Pythia's own generation time again)."""
-    return event.particles()
 
 
 def _visible(particles: list, fastjet) -> list:
@@ -167,7 +160,10 @@ def generate(label: str, n: int, seed: int, pt_window: tuple[float, float] = PT_
             raise RuntimeError(f"{events} {label} events gave {len(jets)} jets in {pt_window} GeV: the window is too narrow")
         if not pythia.next():
             continue
-        particles = _particles(pythia.event)
+        # the record's particles copied into a list at once: a binding call per particle costs less on the list
+        # than on the record, whose every element access is a call of its own (these Python loops over an event
+        # cost as much as Pythia's generation of it)
+        particles = pythia.event.particles()
         jet = _matched_jet(_visible(particles, fastjet), _targets(particles, wanted), pt_window, fastjet)
         if jet is not None:
             jets.append(jet)
